@@ -1,0 +1,73 @@
+//! Keys read straight from the request head: a header, the method, the path, a constant.
+
+use http::header::{HeaderName, InvalidHeaderName};
+use http::request::Parts;
+
+use super::KeyExtractor;
+
+/// The value of one header (see [`super::Key::header`]).
+#[derive(Debug, Clone)]
+pub struct Header(HeaderName);
+
+impl Header {
+    /// Extracts header `name`.
+    ///
+    /// # Errors
+    ///
+    /// When `name` is not a valid header name.
+    pub fn new(name: &str) -> Result<Self, InvalidHeaderName> {
+        HeaderName::from_bytes(name.as_bytes()).map(Header)
+    }
+}
+
+impl KeyExtractor for Header {
+    fn extract(&self, request: &Parts) -> Option<String> {
+        let value = request.headers.get(&self.0)?;
+        if value.is_empty() {
+            return None;
+        }
+        // Header values may carry bytes that are not UTF-8. Decoding lossily would map
+        // distinct values to one key, so opaque values are hex-encoded instead.
+        Some(match value.to_str() {
+            Ok(text) => text.to_owned(),
+            Err(_) => {
+                let mut hex = String::with_capacity(2 + value.len() * 2);
+                hex.push_str("0x");
+                for b in value.as_bytes() {
+                    hex.push_str(&format!("{b:02x}"));
+                }
+                hex
+            }
+        })
+    }
+}
+
+/// The request method (see [`super::Key::method`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct MethodKey;
+
+impl KeyExtractor for MethodKey {
+    fn extract(&self, request: &Parts) -> Option<String> {
+        Some(request.method.as_str().to_owned())
+    }
+}
+
+/// The request path (see [`super::Key::path`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PathKey;
+
+impl KeyExtractor for PathKey {
+    fn extract(&self, request: &Parts) -> Option<String> {
+        Some(request.uri.path().to_owned())
+    }
+}
+
+/// A fixed key (see [`super::Key::global`]).
+#[derive(Debug, Clone)]
+pub struct Constant(pub String);
+
+impl KeyExtractor for Constant {
+    fn extract(&self, _: &Parts) -> Option<String> {
+        Some(self.0.clone())
+    }
+}

@@ -1,0 +1,91 @@
+//! [`RateLimit`]: the service that decides before calling the inner one.
+
+use std::task::{Context, Poll};
+
+use http::{Request, Response};
+use tower_service::Service;
+
+use super::future::ResponseFuture;
+use super::ResponseBody;
+use crate::limiter::Prepared;
+use crate::response::Rejections;
+use crate::RateLimiter;
+
+/// Rate-limits requests before they reach `S`. Built by [`super::RateLimitLayer`].
+#[derive(Debug, Clone)]
+pub struct RateLimit<S> {
+    inner: S,
+    limiter: RateLimiter,
+    rejections: Rejections,
+}
+
+impl<S> RateLimit<S> {
+    /// Wraps `inner`.
+    pub fn new(inner: S, limiter: RateLimiter, rejections: Rejections) -> Self {
+        RateLimit {
+            inner,
+            limiter,
+            rejections,
+        }
+    }
+
+    /// The inner service.
+    pub fn get_ref(&self) -> &S {
+        &self.inner
+    }
+
+    /// The inner service, mutably.
+    pub fn get_mut(&mut self) -> &mut S {
+        &mut self.inner
+    }
+
+    /// Unwraps the inner service.
+    pub fn into_inner(self) -> S {
+        self.inner
+    }
+}
+
+impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
+where
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
+    S::Future: Send,
+    ReqBody: Send + 'static,
+{
+    type Response = Response<ResponseBody<ResBody>>;
+    type Error = S::Error;
+    type Future = ResponseFuture<S, ReqBody>;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
+        // The service that was driven to readiness is the one that must be called; keep
+        // it and leave a fresh clone behind (tower's documented pattern), since the call
+        // may happen later, after an asynchronous decision.
+        let clone = self.inner.clone();
+        let mut inner = std::mem::replace(&mut self.inner, clone);
+        let (parts, body) = request.into_parts();
+        let decided = match self.limiter.prepare(&parts) {
+            Prepared::Done(decision) => Ok(decision),
+            Prepared::Pending(pending) => self.limiter.try_decide_now(pending),
+        };
+        match decided {
+            Ok(decision) if decision.passes() => {
+                let future = inner.call(Request::from_parts(parts, body));
+                ResponseFuture::calling(future, decision, self.rejections.clone())
+            }
+            Ok(decision) => ResponseFuture::refused(self.rejections.reject(&decision, &parts)),
+            Err(pending) => {
+                let limiter = self.limiter.clone();
+                let decision = Box::pin(async move { limiter.decide(pending).await });
+                ResponseFuture::deciding(
+                    decision,
+                    inner,
+                    Request::from_parts(parts, body),
+                    self.rejections.clone(),
+                )
+            }
+        }
+    }
+}

@@ -1,0 +1,60 @@
+//! Tollgate: distributed rate limiting as a tower [`Layer`](tower_layer::Layer).
+//!
+//! Add one layer to an axum router, a tonic server or any hyper service, and every
+//! request is checked against per-key limits held in Redis (shared by every node) or
+//! in process memory (the embedded default). Refused HTTP requests get `429` with
+//! `Retry-After`, the IETF `RateLimit`/`RateLimit-Policy` headers and a problem+json
+//! body; refused gRPC calls get `RESOURCE_EXHAUSTED`.
+//!
+//! ```
+//! use tollgate::key::Key;
+//! use tollgate::policy::{Limit, Policy};
+//! use tollgate::{RateLimitLayer, RateLimiter};
+//!
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let limiter = RateLimiter::builder()
+//!     .policy(
+//!         Policy::new("api")
+//!             .path_prefix("/api")
+//!             .limit(Limit::new("per-second", "10/s,burst=20".parse()?, Key::header("x-api-key")))
+//!             .limit(Limit::new("per-day", "10000/d".parse()?, Key::header("x-api-key"))),
+//!     )
+//!     .build()?;
+//! let app = axum::Router::<()>::new().layer(RateLimitLayer::new(limiter));
+//! # let _ = app; Ok(()) }
+//! ```
+//!
+//! # Layout
+//!
+//! Each module is one idea; dependencies point down this list only.
+//!
+//! - [`algorithm`]: GCRA, sliding window and fixed window as pure integer functions.
+//! - [`store`]: where state lives — [`store::MemoryStore`] and [`store::RedisStore`]
+//!   (one atomic Lua script per decision, clocked by the Redis server).
+//! - [`key`]: which bucket a request counts against (headers, peer IP, client IP behind
+//!   trusted proxies, method, path, constants, tuples, closures).
+//! - [`policy`]: which limits apply to a request, its cost, missing-key behaviour.
+//! - [`limiter`]: the decision engine — deny cache, circuit breaker, timeout, failure
+//!   modes, metrics.
+//! - [`response`]: the HTTP/gRPC mapping of decisions (statuses, headers, bodies).
+//! - [`layer`]: the tower `Layer`, `Service`, `ResponseFuture` and body.
+//! - [`clock`]: wall-clock sources, including a manual one for tests.
+//!
+//! The design — algorithms, the Lua script, the clock, failure modes and what can be
+//! over-admitted when — is in `docs/design.md`; metrics in `docs/metrics.md`.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+pub mod algorithm;
+pub mod clock;
+pub mod key;
+pub mod layer;
+pub mod limiter;
+pub mod policy;
+pub mod response;
+pub mod store;
+
+pub use algorithm::{Algorithm, LimitSpec, SpecError};
+pub use clock::{Clock, ManualClock, SystemClock};
+pub use layer::{RateLimit, RateLimitLayer};
+pub use limiter::{Decision, DecisionKind, FailureMode, RateLimiter};

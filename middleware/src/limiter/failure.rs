@@ -1,0 +1,32 @@
+//! What to do when the store cannot answer.
+
+use std::str::FromStr;
+
+/// The answer given while the store is failing (timeouts, connection loss, open breaker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailureMode {
+    /// Let requests through uncounted: the limiter never becomes the outage. Default.
+    #[default]
+    Open,
+    /// Refuse requests with `503 Service Unavailable` and `Retry-After`: for limits
+    /// that protect something more fragile than availability (cost, abuse).
+    Closed,
+    /// Decide against a per-process in-memory store with the same policies: limits
+    /// hold per node (so N nodes admit up to N× the limit) until the store returns.
+    Local,
+}
+
+impl FromStr for FailureMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "open" => Ok(FailureMode::Open),
+            "closed" => Ok(FailureMode::Closed),
+            "local" | "fallback" => Ok(FailureMode::Local),
+            other => Err(format!(
+                "unknown failure mode {other:?}: expected open, closed or local"
+            )),
+        }
+    }
+}

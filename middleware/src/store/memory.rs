@@ -1,0 +1,301 @@
+//! [`MemoryStore`]: rate-limit state in process memory.
+//!
+//! The key space is split over shards, each a `HashMap` behind its own mutex, so
+//! threads deciding for different keys rarely meet. A decision holds a shard lock for
+//! the length of a few integer operations and never across an `.await`.
+//!
+//! Memory is bounded: each shard holds at most `max_keys / shards` entries. State
+//! whose time to live has passed is invisible at once and removed when its shard fills
+//! up; if a full shard holds only live keys, the eighth that would expire soonest is
+//! dropped. Dropping live state forgets what those keys spent, so size `max_keys` above
+//! the number of keys active within one period (each entry costs about 100 bytes plus
+//! its key).
+//!
+//! A batch touching several shards locks them in index order, so two batches can never
+//! wait on each other.
+
+use std::collections::hash_map::{Entry as MapEntry, RandomState};
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{Check, Store, StoreError, StoreFuture};
+use crate::algorithm::{self, State, Verdict};
+use crate::clock::{Clock, SystemClock};
+
+const DEFAULT_MAX_KEYS: usize = 1_000_000;
+
+/// Rate-limit state in process memory: exact for one process, shared by nothing else.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::store::{Check, MemoryStore};
+/// use tollgate::{LimitSpec, ManualClock};
+///
+/// let clock = ManualClock::new(1_700_000_000_000_000);
+/// let store = MemoryStore::builder().clock(clock.clone()).build();
+/// let limit = Check::new("user-1", "2/s".parse()?);
+/// let checks = std::slice::from_ref(&limit);
+///
+/// assert!(store.decide(checks, 1)[0].allowed);
+/// assert!(store.decide(checks, 1)[0].allowed);
+/// assert!(!store.decide(checks, 1)[0].allowed);
+/// clock.advance(Duration::from_millis(500));
+/// assert!(store.decide(checks, 1)[0].allowed);
+/// # Ok::<(), tollgate::SpecError>(())
+/// ```
+#[derive(Clone)]
+pub struct MemoryStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    shards: Box<[Mutex<Shard>]>,
+    per_shard: usize,
+    hasher: RandomState,
+    clock: Arc<dyn Clock>,
+}
+
+#[derive(Default)]
+struct Shard {
+    map: HashMap<Box<str>, Entry>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    state: State,
+    expires_at: i64,
+}
+
+impl std::fmt::Debug for MemoryStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStore")
+            .field("shards", &self.inner.shards.len())
+            .field(
+                "max_keys",
+                &(self.inner.per_shard * self.inner.shards.len()),
+            )
+            .finish_non_exhaustive()
+    }
+}
+
+impl Default for MemoryStore {
+    fn default() -> Self {
+        MemoryStore::builder().build()
+    }
+}
+
+/// Configures a [`MemoryStore`].
+#[derive(Clone)]
+pub struct MemoryStoreBuilder {
+    max_keys: usize,
+    shards: usize,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for MemoryStoreBuilder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryStoreBuilder")
+            .field("max_keys", &self.max_keys)
+            .field("shards", &self.shards)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MemoryStoreBuilder {
+    /// The most keys held at once (default 1,000,000). At least one per shard is kept.
+    pub fn max_keys(mut self, max_keys: usize) -> Self {
+        self.max_keys = max_keys;
+        self
+    }
+
+    /// The number of shards (default: 4 × available cores, rounded up to a power of two).
+    pub fn shards(mut self, shards: usize) -> Self {
+        self.shards = shards.max(1);
+        self
+    }
+
+    /// The clock to read (default: the system clock).
+    pub fn clock(mut self, clock: impl Clock) -> Self {
+        self.clock = Arc::new(clock);
+        self
+    }
+
+    /// Builds the store.
+    pub fn build(self) -> MemoryStore {
+        let shards = self.shards.next_power_of_two();
+        let per_shard = self.max_keys.div_ceil(shards).max(1);
+        MemoryStore {
+            inner: Arc::new(Inner {
+                shards: (0..shards).map(|_| Mutex::new(Shard::default())).collect(),
+                per_shard,
+                hasher: RandomState::new(),
+                clock: self.clock,
+            }),
+        }
+    }
+}
+
+impl MemoryStore {
+    /// A store with the default settings.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Configures a store.
+    pub fn builder() -> MemoryStoreBuilder {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        MemoryStoreBuilder {
+            max_keys: DEFAULT_MAX_KEYS,
+            shards: cores * 4,
+            clock: Arc::new(SystemClock),
+        }
+    }
+
+    /// Decides a batch at the store clock's current time.
+    pub fn decide(&self, checks: &[Check], cost: u64) -> Vec<Verdict> {
+        self.decide_at(self.inner.clock.now_us(), checks, cost)
+    }
+
+    /// Decides a batch as if the time were `now_us`.
+    pub fn decide_at(&self, now_us: i64, checks: &[Check], cost: u64) -> Vec<Verdict> {
+        match checks {
+            [] => Vec::new(),
+            [only] => {
+                let mut shard = self.lock(self.shard_of(&only.key));
+                let out = shard.decide(now_us, only, cost);
+                if let Some(next) = out.next {
+                    shard.store(&only.key, next, now_us, self.inner.per_shard);
+                }
+                vec![out.verdict]
+            }
+            _ => self.decide_many(now_us, checks, cost),
+        }
+    }
+
+    fn decide_many(&self, now_us: i64, checks: &[Check], cost: u64) -> Vec<Verdict> {
+        let indexes: Vec<usize> = checks.iter().map(|c| self.shard_of(&c.key)).collect();
+        let mut order = indexes.clone();
+        order.sort_unstable();
+        order.dedup();
+        // Position of each check's shard among the guards, locked in ascending order.
+        let slots: Vec<usize> = indexes
+            .iter()
+            .map(|i| order.partition_point(|o| o < i))
+            .collect();
+        let mut guards: Vec<MutexGuard<'_, Shard>> = order.iter().map(|&i| self.lock(i)).collect();
+        let outcomes: Vec<_> = checks
+            .iter()
+            .zip(&slots)
+            .map(|(check, &slot)| guards[slot].decide(now_us, check, cost))
+            .collect();
+        if outcomes.iter().all(|o| o.verdict.allowed) {
+            for ((check, &slot), outcome) in checks.iter().zip(&slots).zip(&outcomes) {
+                if let Some(next) = outcome.next {
+                    guards[slot].store(&check.key, next, now_us, self.inner.per_shard);
+                }
+            }
+        }
+        outcomes.into_iter().map(|o| o.verdict).collect()
+    }
+
+    /// The number of keys held, including expired ones not yet removed.
+    pub fn len(&self) -> usize {
+        self.inner
+            .shards
+            .iter()
+            .map(|s| self.lock_shard(s).map.len())
+            .sum()
+    }
+
+    /// Whether the store holds no keys.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Removes every expired key now (they are invisible anyway; this frees memory).
+    pub fn purge_expired(&self) {
+        let now = self.inner.clock.now_us();
+        for shard in self.inner.shards.iter() {
+            self.lock_shard(shard).map.retain(|_, e| e.expires_at > now);
+        }
+    }
+
+    fn shard_of(&self, key: &str) -> usize {
+        // Power-of-two shard count: a mask picks the shard.
+        (self.inner.hasher.hash_one(key) as usize) & (self.inner.shards.len() - 1)
+    }
+
+    fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
+        self.lock_shard(&self.inner.shards[index])
+    }
+
+    fn lock_shard<'a>(&self, shard: &'a Mutex<Shard>) -> MutexGuard<'a, Shard> {
+        // A panic while holding the lock cannot leave a half-written entry (entries are
+        // replaced whole), so a poisoned shard is still consistent.
+        shard.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+impl Shard {
+    fn decide(&self, now_us: i64, check: &Check, cost: u64) -> algorithm::Outcome {
+        let state = self
+            .map
+            .get(check.key.as_str())
+            .filter(|e| e.expires_at > now_us)
+            .map(|e| e.state);
+        algorithm::decide(&check.spec, now_us, state, cost)
+    }
+
+    fn store(&mut self, key: &str, (state, ttl_us): (State, i64), now_us: i64, cap: usize) {
+        let entry = Entry {
+            state,
+            expires_at: now_us.saturating_add(ttl_us),
+        };
+        if let Some(existing) = self.map.get_mut(key) {
+            *existing = entry;
+            return;
+        }
+        if self.map.len() >= cap {
+            self.evict(now_us, cap);
+        }
+        match self.map.entry(key.into()) {
+            MapEntry::Occupied(mut o) => *o.get_mut() = entry,
+            MapEntry::Vacant(v) => {
+                v.insert(entry);
+            }
+        }
+    }
+
+    /// Makes room: expired entries first, then the eighth of the shard that expires
+    /// soonest (the state closest to being forgotten anyway).
+    fn evict(&mut self, now_us: i64, cap: usize) {
+        self.map.retain(|_, e| e.expires_at > now_us);
+        if self.map.len() < cap {
+            return;
+        }
+        let mut expiries: Vec<i64> = self.map.values().map(|e| e.expires_at).collect();
+        let cut = (expiries.len() / 8).max(1) - 1;
+        let (_, &mut threshold, _) = expiries.select_nth_unstable(cut);
+        self.map.retain(|_, e| e.expires_at > threshold);
+    }
+}
+
+impl Store for MemoryStore {
+    fn kind(&self) -> &'static str {
+        "memory"
+    }
+
+    fn check<'a>(&'a self, checks: &'a [Check], cost: u64) -> StoreFuture<'a, Vec<Verdict>> {
+        let verdicts = self.decide(checks, cost);
+        Box::pin(std::future::ready(Ok(verdicts)))
+    }
+
+    fn check_now(&self, checks: &[Check], cost: u64) -> Option<Result<Vec<Verdict>, StoreError>> {
+        Some(Ok(self.decide(checks, cost)))
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        Box::pin(std::future::ready(Ok(())))
+    }
+}
