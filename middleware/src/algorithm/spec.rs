@@ -152,7 +152,7 @@ impl LimitSpec {
             return Err(SpecError::ZeroQuota);
         }
         let period_us = period.as_micros();
-        if period_us < 1000 || period_us % 1000 != 0 {
+        if period_us < 1000 || !period_us.is_multiple_of(1000) {
             return Err(SpecError::Period0);
         }
         if period > Duration::from_secs(365 * 86_400) {

@@ -1,8 +1,8 @@
 //! The tower middleware: [`RateLimitLayer`] wraps a service in [`RateLimit`].
 //!
-//! For each request the service asks the [`RateLimiter`](crate::RateLimiter) and either
+//! For each request the service asks the [`RateLimiter`] and either
 //! calls the inner service (adding the `RateLimit` headers to its response) or answers
-//! itself with the refusal built by [`Rejections`](crate::response::Rejections) — a
+//! itself with the refusal built by [`Rejections`] — a
 //! response, never an error, so the connection stays usable.
 //!
 //! The response body is [`ResponseBody`]: the inner service's body or the refusal's

@@ -400,7 +400,7 @@ impl RateLimiter {
     ///
     /// Returns the pending request when only the store can answer.
     pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
-        if let Some(decision) = self.from_deny_cache(&pending) {
+        if let Some(decision) = self.cached_refusal(&pending) {
             return Ok(self.record(decision));
         }
         match self.inner.store.check_now(&pending.checks, pending.cost) {
@@ -452,7 +452,7 @@ impl RateLimiter {
         self.record(decision)
     }
 
-    fn from_deny_cache(&self, pending: &Pending) -> Option<Decision> {
+    fn cached_refusal(&self, pending: &Pending) -> Option<Decision> {
         let cache = self.inner.deny_cache.as_ref()?;
         let limits = cache.get(
             &pending.cache_key(),

@@ -6,6 +6,9 @@ use std::sync::Arc;
 use http::header::HeaderName;
 use http::request::Parts;
 
+/// A function computing a request's cost.
+pub type CostFn = Arc<dyn Fn(&Parts) -> Result<u64, CostError> + Send + Sync>;
+
 /// The cost of a request: how many units it takes from every limit of its policy.
 #[derive(Clone)]
 pub enum Cost {
@@ -22,7 +25,7 @@ pub enum Cost {
         max: u64,
     },
     /// Computed by a function of the request head.
-    Fn(Arc<dyn Fn(&Parts) -> Result<u64, CostError> + Send + Sync>),
+    Fn(CostFn),
 }
 
 impl Default for Cost {

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use http::request::Parts;
 use http::Method;
 
-pub use self::cost::{Cost, CostError};
+pub use self::cost::{Cost, CostError, CostFn};
 pub use self::route::PathMatch;
 use crate::algorithm::LimitSpec;
 use crate::key::Key;

@@ -1,0 +1,288 @@
+//! Layer behaviours over real sockets: shadow mode, header styles, custom refusals,
+//! request cost, missing keys, fail-closed answers for HTTP and gRPC clients, metrics.
+
+mod support;
+
+use std::net::SocketAddr;
+
+use axum::routing::{get, post};
+use axum::Router;
+use bytes::Bytes;
+use support::RedisServer;
+use tollgate::key::Key;
+use tollgate::policy::{Cost, MissingKey, Policy};
+use tollgate::response::{HeaderStyle, Rejections};
+use tollgate::store::{MemoryStore, RedisStore};
+use tollgate::{FailureMode, RateLimitLayer, RateLimiter};
+
+async fn serve(layer: RateLimitLayer) -> SocketAddr {
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .route("/upload", post(|| async { "stored" }))
+        .layer(layer);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    addr
+}
+
+fn spec(s: &str) -> tollgate::LimitSpec {
+    s.parse().expect("valid spec")
+}
+
+fn client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+#[tokio::test]
+async fn shadow_mode_records_but_never_refuses() {
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("p", spec("1/h"), Key::global()).shadow(true))
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(limiter)).await;
+    for remaining in [0, 0, 0] {
+        let res = client()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 200);
+        assert_eq!(
+            res.headers()["ratelimit"],
+            format!("\"p\";r={remaining};t=3600")
+        );
+    }
+}
+
+#[tokio::test]
+async fn legacy_headers_and_custom_refusals() {
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("p", spec("1/m"), Key::peer_ip()))
+        .build()
+        .expect("limiter");
+    let rejections = Rejections::default()
+        .headers(HeaderStyle {
+            ietf: true,
+            legacy: true,
+        })
+        .custom(|decision, _parts| {
+            let mut res = http::Response::new(Bytes::from(format!(
+                "slow down, {} s",
+                tollgate::response::retry_after_secs(decision.retry_after())
+            )));
+            *res.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
+            res
+        });
+    let addr = serve(RateLimitLayer::new(limiter).rejections(rejections)).await;
+    let ok = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(ok.headers()["x-ratelimit-limit"], "1");
+    assert_eq!(ok.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(ok.headers()["x-ratelimit-reset"], "60");
+    let refused = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(refused.status(), 429);
+    assert_eq!(refused.headers()["retry-after"], "60");
+    assert_eq!(refused.headers()["ratelimit"], "\"p\";r=0;t=60");
+    assert_eq!(refused.text().await.expect("body"), "slow down, 60 s");
+}
+
+#[tokio::test]
+async fn cost_from_a_header_and_its_validation() {
+    let policy = Policy::single("uploads", spec("10/m"), Key::header("x-api-key"))
+        .methods([http::Method::POST])
+        .path_prefix("/upload")
+        .cost(Cost::header("x-cost", 1, 8));
+    let limiter = RateLimiter::builder()
+        .policy(policy)
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(limiter)).await;
+    let post = |cost: &str| {
+        client()
+            .post(format!("http://{addr}/upload"))
+            .header("x-api-key", "k")
+            .header("x-cost", cost)
+            .send()
+    };
+    let res = post("8").await.expect("send");
+    assert_eq!(res.status(), 200);
+    assert!(res.headers()["ratelimit"]
+        .to_str()
+        .expect("ascii")
+        .starts_with("\"uploads\";r=2;"));
+    assert_eq!(post("3").await.expect("send").status(), 429);
+    let bad = post("9").await.expect("send");
+    assert_eq!(bad.status(), 400);
+    let body: serde_json::Value = bad.json().await.expect("json");
+    assert_eq!(body["detail"], "x-cost must be at most 8");
+    assert_eq!(post("two").await.expect("send").status(), 400);
+    // GET / matches no policy: no headers, never limited.
+    let free = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(free.status(), 200);
+    assert!(free.headers().get("ratelimit").is_none());
+}
+
+#[tokio::test]
+async fn missing_key_choices() {
+    let allow = RateLimiter::builder()
+        .policy(
+            Policy::single("p", spec("1/h"), Key::header("x-api-key"))
+                .missing_key(MissingKey::Allow),
+        )
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(allow)).await;
+    for _ in 0..3 {
+        let res = client()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status(), 200);
+        assert!(res.headers().get("ratelimit").is_none());
+    }
+    let fallback = RateLimiter::builder()
+        .policy(
+            Policy::single("p", spec("1/h"), Key::header("x-api-key"))
+                .missing_key(MissingKey::Fallback("anonymous".into())),
+        )
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(fallback)).await;
+    assert_eq!(
+        client()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    assert_eq!(
+        client()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        429
+    );
+    let keyed = client()
+        .get(format!("http://{addr}/"))
+        .header("x-api-key", "k")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(keyed.status(), 200);
+}
+
+#[tokio::test]
+async fn fail_closed_is_503_for_http_and_unavailable_for_grpc() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::builder(server.url()).build().expect("store");
+    let limiter = RateLimiter::builder()
+        .store(store)
+        .policy(Policy::single("p", spec("100/m"), Key::global()))
+        .failure_mode(FailureMode::Closed)
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(limiter)).await;
+    assert_eq!(
+        client()
+            .get(format!("http://{addr}/"))
+            .send()
+            .await
+            .expect("send")
+            .status(),
+        200
+    );
+    server.kill();
+    let res = client()
+        .get(format!("http://{addr}/"))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status(), 503);
+    assert!(res.headers().contains_key("retry-after"));
+    assert_eq!(res.headers()["content-type"], "application/problem+json");
+    let grpc = client()
+        .post(format!("http://{addr}/"))
+        .header("content-type", "application/grpc")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(grpc.status(), 200);
+    assert_eq!(grpc.headers()["grpc-status"], "14");
+    assert_eq!(grpc.headers()["content-type"], "application/grpc");
+}
+
+#[test]
+fn metrics_count_decisions_by_policy_and_outcome() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("metered", spec("2/h"), Key::global()))
+        .build()
+        .expect("limiter");
+    let parts = http::Request::get("/")
+        .body(())
+        .expect("valid")
+        .into_parts()
+        .0;
+    metrics::with_local_recorder(&recorder, || {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        for _ in 0..3 {
+            runtime.block_on(limiter.check(&parts));
+        }
+    });
+    let text = handle.render();
+    assert!(
+        text.contains(
+            r#"ratelimiter_requests_checked_total{policy="metered",decision="allowed"} 2"#
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            r#"ratelimiter_requests_checked_total{policy="metered",decision="limited"} 1"#
+        ),
+        "{text}"
+    );
+}
+
+#[test]
+fn memory_store_stays_within_its_key_bound() {
+    let store = MemoryStore::builder().max_keys(1_000).shards(4).build();
+    let limit = spec("5/h");
+    for i in 0..50_000 {
+        let check = tollgate::store::Check::new(format!("attacker-{i}"), limit);
+        assert!(store.decide(std::slice::from_ref(&check), 1)[0].allowed);
+    }
+    assert!(store.len() <= 1_000, "{} keys held", store.len());
+    // The newest keys are still remembered exactly.
+    let recent = tollgate::store::Check::new("attacker-49999", limit);
+    let again = store.decide(std::slice::from_ref(&recent), 1);
+    assert_eq!(again[0].remaining, 3);
+}

@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Runs every test of the workspace: formatting, lints, docs, unit, property,
+# conformance, Redis-failure, axum, tonic and loadgen tests, against a real
+# redis-server that the tests start themselves (installed here when missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_redis() {
+  command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
+}
+if ! need_redis; then
+  echo "==> installing redis-server (Debian package) for the tests"
+  SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+fi
+need_redis || { echo "redis-server is required for the tests and could not be installed" >&2; exit 1; }
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+
+echo "==> cargo clippy (all targets, all features, -D warnings)"
+cargo clippy --workspace --all-targets --all-features -- -D warnings
+
+echo "==> cargo doc (warnings are errors)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
+
+echo "==> tests"
+if command -v cargo-nextest >/dev/null 2>&1; then
+  cargo nextest run --workspace --all-features --no-fail-fast
+  # nextest does not run doc tests.
+  cargo test --workspace --all-features --doc
+else
+  cargo test --workspace --all-features --no-fail-fast
+fi
