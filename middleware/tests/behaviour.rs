@@ -199,11 +199,17 @@ async fn missing_key_choices() {
 #[tokio::test]
 async fn fail_closed_is_503_for_http_and_unavailable_for_grpc() {
     let mut server = RedisServer::start();
-    let store = RedisStore::builder(server.url()).build().expect("store");
+    // Generous timeouts: the first call connects and loads the script, which must not
+    // fail on a loaded machine; this test is about the answers, not the timing.
+    let store = RedisStore::builder(server.url())
+        .response_timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("store");
     let limiter = RateLimiter::builder()
         .store(store)
         .policy(Policy::single("p", spec("100/m"), Key::global()))
         .failure_mode(FailureMode::Closed)
+        .timeout(std::time::Duration::from_millis(500))
         .build()
         .expect("limiter");
     let addr = serve(RateLimitLayer::new(limiter)).await;

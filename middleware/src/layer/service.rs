@@ -78,7 +78,7 @@ where
             Ok(decision) => ResponseFuture::refused(self.rejections.reject(&decision, &parts)),
             Err(pending) => {
                 let limiter = self.limiter.clone();
-                let decision = Box::pin(async move { limiter.decide(pending).await });
+                let decision = Box::pin(async move { limiter.ask_store(pending).await });
                 ResponseFuture::deciding(
                     decision,
                     inner,

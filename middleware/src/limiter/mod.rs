@@ -413,10 +413,15 @@ impl RateLimiter {
     /// Asks the store (bounded by the timeout, skipped while the breaker is open) and
     /// applies the failure mode if it does not answer.
     pub async fn decide(&self, pending: Pending) -> Decision {
-        let pending = match self.try_decide_now(pending) {
-            Ok(decision) => return decision,
-            Err(pending) => pending,
-        };
+        match self.try_decide_now(pending) {
+            Ok(decision) => decision,
+            Err(pending) => self.ask_store(pending).await,
+        }
+    }
+
+    /// The store round trip of [`decide`](Self::decide), for callers that already
+    /// tried [`try_decide_now`](Self::try_decide_now).
+    pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
             return self.record(self.on_failure(&pending, &StoreError::CircuitOpen));
