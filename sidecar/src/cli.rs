@@ -1,0 +1,194 @@
+//! Command-line flags, each with an environment twin.
+//!
+//! The common case needs no file: `--upstream`, `--limit`, `--key` make a single
+//! upstream and a single catch-all policy. With `--config FILE`, the file is the base
+//! and the flags given override its top-level fields (addresses, node, Redis, failure
+//! mode); `--limit` then adds a catch-all policy after the file's own.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+use crate::config::{
+    ConfigError, FileConfig, LimitSection, PolicySection, RedisSection, UpstreamSection,
+};
+
+/// A reverse proxy that enforces Tollgate rate limits in front of upstream services.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "tollgate-sidecar", version, about)]
+pub struct Cli {
+    /// Proxy listen address [default: 0.0.0.0:8000]
+    #[arg(long, env = "TOLLGATE_LISTEN")]
+    pub listen: Option<String>,
+    /// Admin listen address (/health, /ready, /metrics, /config, POST /check) [default: 0.0.0.0:9000]
+    #[arg(long, env = "TOLLGATE_ADMIN_LISTEN")]
+    pub admin_listen: Option<String>,
+    /// Upstream base URL (http://host:port); repeat for round-robin endpoints
+    #[arg(long, env = "TOLLGATE_UPSTREAM", value_delimiter = ',')]
+    pub upstream: Vec<String>,
+    /// Redis URL; without it limits live in this process's memory
+    #[arg(long, env = "TOLLGATE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// The limit of the catch-all policy: N/period[,burst=B], e.g. 100/1m, 10/s,burst=20
+    #[arg(long, env = "TOLLGATE_LIMIT")]
+    pub limit: Option<String>,
+    /// What the catch-all limit counts per: header:NAME, ip, xff, forwarded, method, path, global, or a+b [default: ip]
+    #[arg(long, env = "TOLLGATE_KEY")]
+    pub key: Option<String>,
+    /// Algorithm of the catch-all limit: gcra, sliding-window, fixed-window [default: gcra]
+    #[arg(long, env = "TOLLGATE_ALGORITHM")]
+    pub algorithm: Option<String>,
+    /// What to do while Redis fails: open, closed, local [default: open]
+    #[arg(long, env = "TOLLGATE_FAILURE_MODE")]
+    pub failure_mode: Option<String>,
+    /// Proxies whose X-Forwarded-For entries are believed (CIDR), comma-separated
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
+    pub trusted_proxy: Vec<String>,
+    /// Decide and record, never refuse
+    #[arg(long, env = "TOLLGATE_SHADOW")]
+    pub shadow: bool,
+    /// This node's name (label `node` on every metric) [default: sidecar]
+    #[arg(long, env = "TOLLGATE_NODE_ID")]
+    pub node_id: Option<String>,
+    /// TOML configuration file (reloaded on SIGHUP and when it changes)
+    #[arg(long, env = "TOLLGATE_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Validate the configuration and exit (0 valid, 64 invalid)
+    #[arg(long)]
+    pub check_config: bool,
+    /// Start a built-in demo upstream and proxy to it (for trying the sidecar alone)
+    #[arg(long)]
+    pub demo: bool,
+}
+
+impl Cli {
+    /// Also accept the conventional `REDIS_URL` and `NODE_ID` when the
+    /// `TOLLGATE_`-prefixed variables and flags are absent.
+    pub fn with_conventional_env(mut self) -> Self {
+        if self.redis_url.is_none() {
+            self.redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
+        }
+        if self.node_id.is_none() {
+            self.node_id = std::env::var("NODE_ID").ok().filter(|v| !v.is_empty());
+        }
+        self
+    }
+
+    /// Where configuration errors are said to come from.
+    pub fn source(&self) -> String {
+        self.config
+            .as_ref()
+            .map_or_else(|| "flags".to_owned(), |p| p.display().to_string())
+    }
+
+    /// Reads the file (if any) and applies the flags on top.
+    ///
+    /// # Errors
+    ///
+    /// An unreadable or unparsable file, or a flag that does not parse.
+    pub fn file_config(&self) -> Result<FileConfig, ConfigError> {
+        let mut file = match &self.config {
+            Some(path) => {
+                let source = path.display().to_string();
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    origin: source.clone(),
+                    field: "(file)".into(),
+                    reason: format!("cannot read: {e}"),
+                })?;
+                FileConfig::from_toml(&source, &text)?
+            }
+            None => FileConfig::default(),
+        };
+        self.apply(&mut file)?;
+        Ok(file)
+    }
+
+    fn apply(&self, file: &mut FileConfig) -> Result<(), ConfigError> {
+        let flag_err = |field: &str, reason: String| ConfigError {
+            origin: "flags".into(),
+            field: field.into(),
+            reason,
+        };
+        if let Some(v) = &self.listen {
+            file.listen = Some(v.clone());
+        }
+        if let Some(v) = &self.admin_listen {
+            file.admin_listen = Some(v.clone());
+        }
+        if let Some(v) = &self.node_id {
+            file.node_id = Some(v.clone());
+        }
+        if let Some(url) = &self.redis_url {
+            let section = file.redis.get_or_insert_with(RedisSection::default);
+            section.url = url.clone();
+        }
+        if let Some(v) = &self.failure_mode {
+            file.limiter.failure_mode = Some(v.clone());
+        }
+        if self.shadow {
+            file.limiter.shadow = Some(true);
+        }
+        for cidr in &self.trusted_proxy {
+            let net = cidr.trim().parse().map_err(|_| {
+                flag_err(
+                    "--trusted-proxy",
+                    format!("{cidr:?} is not a CIDR like 10.0.0.0/8"),
+                )
+            })?;
+            file.limiter.trusted_proxies.push(net);
+        }
+        if !self.upstream.is_empty() {
+            file.upstreams.insert(
+                "default".into(),
+                UpstreamSection {
+                    endpoints: self.upstream.iter().map(|u| u.trim().to_owned()).collect(),
+                    protocol: None,
+                },
+            );
+        }
+        if let Some(rate) = &self.limit {
+            // Checked here too, so that errors name the flag rather than the policy
+            // the flags turn into.
+            let spec: tollgate::LimitSpec = rate
+                .parse()
+                .map_err(|e: tollgate::SpecError| flag_err("--limit", e.to_string()))?;
+            if let Some(algorithm) = &self.algorithm {
+                let algorithm: tollgate::Algorithm = algorithm
+                    .parse()
+                    .map_err(|e: tollgate::SpecError| flag_err("--algorithm", e.to_string()))?;
+                if rate.contains("burst") && algorithm != tollgate::Algorithm::Gcra {
+                    return Err(flag_err(
+                        "--limit",
+                        format!("burst applies to gcra only, not {algorithm}"),
+                    ));
+                }
+                spec.with_algorithm(algorithm)
+                    .map_err(|e| flag_err("--limit", e.to_string()))?;
+            }
+            if let Some(key) = &self.key {
+                tollgate::key::Key::parse_with(key, &file.limiter.trusted_proxies)
+                    .map_err(|e| flag_err("--key", e.to_string()))?;
+            }
+        }
+        match (&self.limit, &self.key) {
+            (Some(rate), key) => file.policies.push(PolicySection {
+                name: "default".into(),
+                limits: vec![LimitSection {
+                    name: "default".into(),
+                    rate: rate.clone(),
+                    algorithm: self.algorithm.clone(),
+                    key: key.clone().unwrap_or_else(|| "ip".into()),
+                }],
+                ..PolicySection::default()
+            }),
+            (None, Some(_)) => {
+                return Err(flag_err(
+                    "--key",
+                    "needs --limit to say what is counted per key".into(),
+                ));
+            }
+            (None, None) => {}
+        }
+        Ok(())
+    }
+}

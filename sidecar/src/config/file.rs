@@ -1,0 +1,215 @@
+//! The TOML model. Every field is optional here; defaults and checks live in
+//! `validate.rs`, so a missing field and a wrong one are reported the same way.
+
+use std::collections::BTreeMap;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// The configuration file, field for field (see `docs/sidecar.md`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Proxy address (`0.0.0.0:8000`).
+    pub listen: Option<String>,
+    /// Admin address (`0.0.0.0:9000`).
+    pub admin_listen: Option<String>,
+    /// Node name for metrics.
+    pub node_id: Option<String>,
+    /// Redis store; absent: in-memory store.
+    pub redis: Option<RedisSection>,
+    /// Limiter settings.
+    #[serde(default)]
+    pub limiter: LimiterSection,
+    /// Proxy settings.
+    #[serde(default)]
+    pub proxy: ProxySection,
+    /// Named upstreams.
+    #[serde(default)]
+    pub upstreams: BTreeMap<String, UpstreamSection>,
+    /// Routes to upstreams, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteSection>,
+    /// Rate-limit policies, first match wins.
+    #[serde(default)]
+    pub policies: Vec<PolicySection>,
+}
+
+/// `[redis]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSection {
+    /// `redis://[:password@]host:port[/db]`
+    pub url: String,
+    /// Per-command timeout in ms (default 50).
+    pub timeout_ms: Option<u64>,
+    /// Key namespace (default `tollgate`).
+    pub prefix: Option<String>,
+}
+
+/// `[limiter]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimiterSection {
+    /// `open` (default), `closed` or `local`.
+    pub failure_mode: Option<String>,
+    /// Decision timeout in ms (default 50).
+    pub timeout_ms: Option<u64>,
+    /// Local deny cache (default true).
+    pub deny_cache: Option<bool>,
+    /// Shadow mode for every policy (default false).
+    pub shadow: Option<bool>,
+    /// Proxies whose `X-Forwarded-For`/`Forwarded` entries are believed.
+    #[serde(default)]
+    pub trusted_proxies: Vec<IpNet>,
+    /// Send IETF `RateLimit`/`RateLimit-Policy` (default true).
+    pub ietf_headers: Option<bool>,
+    /// Send legacy `X-RateLimit-*` (default false).
+    pub legacy_headers: Option<bool>,
+    /// Memory store key bound (default 1,000,000).
+    pub max_keys: Option<usize>,
+    /// Algorithm of `POST /check` (default gcra).
+    pub check_algorithm: Option<String>,
+}
+
+/// `[proxy]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// Upstream connect timeout in ms (default 1000).
+    pub connect_timeout_ms: Option<u64>,
+    /// Upstream response-head timeout in ms (default 30000).
+    pub request_timeout_ms: Option<u64>,
+    /// Idle pooled connection lifetime in ms (default 90000).
+    pub idle_timeout_ms: Option<u64>,
+    /// Client request-head timeout in ms (default 10000).
+    pub header_read_timeout_ms: Option<u64>,
+    /// Requests in flight at once (default 10000).
+    pub max_concurrent_requests: Option<usize>,
+    /// `preserve` (default) or `upstream`.
+    pub host: Option<String>,
+    /// Drain time after SIGTERM in ms (default 10000).
+    pub shutdown_grace_ms: Option<u64>,
+}
+
+/// `[upstreams.NAME]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// `http://host:port` endpoints, round-robin.
+    pub endpoints: Vec<String>,
+    /// `http1` (default) or `h2c`.
+    pub protocol: Option<String>,
+}
+
+/// `[[routes]]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSection {
+    /// Path prefix (default `/`).
+    pub path_prefix: Option<String>,
+    /// Methods (default all).
+    pub methods: Option<Vec<String>>,
+    /// Upstream name.
+    pub upstream: String,
+}
+
+/// `[[policies]]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    /// Name (metrics, Redis keys).
+    pub name: String,
+    /// Path prefix matched.
+    pub path_prefix: Option<String>,
+    /// Glob matched instead of a prefix.
+    pub path_pattern: Option<String>,
+    /// Methods matched (default all).
+    pub methods: Option<Vec<String>>,
+    /// `reject` (default), `allow` or `fallback:KEY`.
+    pub missing_key: Option<String>,
+    /// Fixed cost (default 1).
+    pub cost: Option<u64>,
+    /// Header carrying the cost.
+    pub cost_header: Option<String>,
+    /// Highest cost a client may claim in `cost_header` (default 100).
+    pub cost_max: Option<u64>,
+    /// Shadow mode for this policy.
+    pub shadow: Option<bool>,
+    /// The limits, all of which must admit a request.
+    #[serde(default)]
+    pub limits: Vec<LimitSection>,
+}
+
+/// `[[policies.limits]]`
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LimitSection {
+    /// Name (shown in `RateLimit` headers).
+    pub name: String,
+    /// `N/period[,burst=B]`
+    pub rate: String,
+    /// `gcra` (default), `sliding-window`, `fixed-window`.
+    pub algorithm: Option<String>,
+    /// Key spec (`header:x-api-key`, `ip`, `xff`, `path`, `global`, `a+b`).
+    pub key: String,
+}
+
+impl FileConfig {
+    /// Parses TOML text; `source` names the file in errors.
+    ///
+    /// # Errors
+    ///
+    /// A [`super::ConfigError`] with TOML's own location and reason.
+    pub fn from_toml(source: &str, text: &str) -> Result<Self, super::ConfigError> {
+        toml::from_str(text).map_err(|e| super::ConfigError {
+            origin: source.to_owned(),
+            field: e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "(file)".into()),
+            reason: e.message().to_owned(),
+        })
+    }
+
+    /// A copy safe to show: the Redis password replaced by `***`.
+    pub fn redacted(&self) -> Self {
+        let mut copy = self.clone();
+        if let Some(redis) = copy.redis.as_mut() {
+            redis.url = redact_url(&redis.url);
+        }
+        copy
+    }
+}
+
+fn redact_url(url: &str) -> String {
+    // redis://user:password@host → redis://user:***@host
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_owned();
+    };
+    match rest.rsplit_once('@') {
+        Some((userinfo, host)) => {
+            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
+            format!("{scheme}://{user}:***@{host}")
+        }
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(
+            redact_url("redis://:s3cret@r:6379/0"),
+            "redis://:***@r:6379/0"
+        );
+        assert_eq!(redact_url("redis://u:p@r"), "redis://u:***@r");
+        assert_eq!(redact_url("redis://r:6379"), "redis://r:6379");
+    }
+}

@@ -1,0 +1,403 @@
+//! From a [`FileConfig`] to a [`Config`]: defaults applied, every field checked.
+
+use std::net::SocketAddr;
+use std::str::FromStr;
+use std::time::Duration;
+
+use http::{Method, Uri};
+use tollgate::key::Key;
+use tollgate::policy::{Cost, Limit, MissingKey, Policy};
+use tollgate::response::HeaderStyle;
+use tollgate::{Algorithm, FailureMode, LimitSpec};
+
+use super::{
+    Config, ConfigError, FileConfig, LimiterConfig, ProxyConfig, Route, StoreConfig, Upstream,
+};
+
+struct Checker<'a> {
+    source: &'a str,
+}
+
+impl Checker<'_> {
+    fn err(&self, field: impl Into<String>, reason: impl ToString) -> ConfigError {
+        ConfigError {
+            origin: self.source.to_owned(),
+            field: field.into(),
+            reason: reason.to_string(),
+        }
+    }
+
+    fn addr(
+        &self,
+        field: &str,
+        value: Option<&str>,
+        default: &str,
+    ) -> Result<SocketAddr, ConfigError> {
+        let text = value.unwrap_or(default);
+        text.parse().map_err(|_| {
+            self.err(
+                field,
+                format!("{text:?} is not an address like 0.0.0.0:8000"),
+            )
+        })
+    }
+
+    fn millis(
+        &self,
+        field: &str,
+        value: Option<u64>,
+        default: u64,
+    ) -> Result<Duration, ConfigError> {
+        match value.unwrap_or(default) {
+            0 => Err(self.err(field, "must be greater than 0")),
+            ms if ms > 86_400_000 => Err(self.err(field, "must be at most one day")),
+            ms => Ok(Duration::from_millis(ms)),
+        }
+    }
+
+    fn methods(
+        &self,
+        field: &str,
+        value: &Option<Vec<String>>,
+    ) -> Result<Option<Vec<Method>>, ConfigError> {
+        value
+            .as_ref()
+            .map(|list| {
+                if list.is_empty() {
+                    return Err(
+                        self.err(field, "must not be empty (omit it to match every method)")
+                    );
+                }
+                list.iter()
+                    .map(|m| {
+                        Method::from_bytes(m.to_ascii_uppercase().as_bytes())
+                            .map_err(|_| self.err(field, format!("{m:?} is not an HTTP method")))
+                    })
+                    .collect()
+            })
+            .transpose()
+    }
+}
+
+impl FileConfig {
+    /// Checks every field and applies defaults.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, naming `source`, the field and the reason.
+    pub fn validate(&self, source: &str) -> Result<Config, ConfigError> {
+        let c = Checker { source };
+        let listen = c.addr("listen", self.listen.as_deref(), "0.0.0.0:8000")?;
+        let admin_listen = c.addr("admin_listen", self.admin_listen.as_deref(), "0.0.0.0:9000")?;
+        if listen == admin_listen && listen.port() != 0 {
+            return Err(c.err("admin_listen", "must differ from listen"));
+        }
+        let node_id = self.node_id.clone().unwrap_or_else(|| "sidecar".into());
+        if node_id.is_empty() || node_id.len() > 128 {
+            return Err(c.err("node_id", "must be 1 to 128 characters"));
+        }
+
+        let l = &self.limiter;
+        let store = match &self.redis {
+            Some(redis) => {
+                if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
+                    return Err(c.err("redis.url", "must start with redis:// or rediss://"));
+                }
+                let prefix = redis.prefix.clone().unwrap_or_else(|| "tollgate".into());
+                if prefix.is_empty() {
+                    return Err(c.err("redis.prefix", "must not be empty"));
+                }
+                StoreConfig::Redis {
+                    url: redis.url.clone(),
+                    timeout: c.millis("redis.timeout_ms", redis.timeout_ms, 50)?,
+                    prefix,
+                }
+            }
+            None => StoreConfig::Memory {
+                max_keys: match l.max_keys.unwrap_or(1_000_000) {
+                    0 => return Err(c.err("limiter.max_keys", "must be greater than 0")),
+                    n => n,
+                },
+            },
+        };
+        let limiter = LimiterConfig {
+            failure_mode: l
+                .failure_mode
+                .as_deref()
+                .map(FailureMode::from_str)
+                .transpose()
+                .map_err(|e| c.err("limiter.failure_mode", e))?
+                .unwrap_or_default(),
+            timeout: c.millis("limiter.timeout_ms", l.timeout_ms, 50)?,
+            deny_cache: l.deny_cache.unwrap_or(true),
+            shadow: l.shadow.unwrap_or(false),
+            headers: HeaderStyle {
+                ietf: l.ietf_headers.unwrap_or(true),
+                legacy: l.legacy_headers.unwrap_or(false),
+            },
+            check_algorithm: l
+                .check_algorithm
+                .as_deref()
+                .map(Algorithm::from_str)
+                .transpose()
+                .map_err(|e| c.err("limiter.check_algorithm", e))?
+                .unwrap_or_default(),
+        };
+
+        let p = &self.proxy;
+        let proxy = ProxyConfig {
+            connect_timeout: c.millis("proxy.connect_timeout_ms", p.connect_timeout_ms, 1_000)?,
+            request_timeout: c.millis("proxy.request_timeout_ms", p.request_timeout_ms, 30_000)?,
+            idle_timeout: c.millis("proxy.idle_timeout_ms", p.idle_timeout_ms, 90_000)?,
+            header_read_timeout: c.millis(
+                "proxy.header_read_timeout_ms",
+                p.header_read_timeout_ms,
+                10_000,
+            )?,
+            max_concurrent_requests: match p.max_concurrent_requests.unwrap_or(10_000) {
+                0 => return Err(c.err("proxy.max_concurrent_requests", "must be greater than 0")),
+                n => n,
+            },
+            rewrite_host: match p.host.as_deref().unwrap_or("preserve") {
+                "preserve" => false,
+                "upstream" => true,
+                other => {
+                    return Err(c.err(
+                        "proxy.host",
+                        format!("{other:?}: expected preserve or upstream"),
+                    ));
+                }
+            },
+            shutdown_grace: c.millis("proxy.shutdown_grace_ms", p.shutdown_grace_ms, 10_000)?,
+        };
+
+        let upstreams = self.validate_upstreams(&c)?;
+        let routes = self.validate_routes(&c, &upstreams)?;
+        let policies = self
+            .policies
+            .iter()
+            .enumerate()
+            .map(|(i, section)| self.validate_policy(&c, i, section))
+            .collect::<Result<Vec<_>, _>>()?;
+        // The limiter checks names, duplicates and limits once more as a whole.
+        tollgate::RateLimiter::builder()
+            .policies(policies.iter().cloned())
+            .build()
+            .map_err(|e| c.err("policies", e))?;
+
+        Ok(Config {
+            listen,
+            admin_listen,
+            node_id,
+            store,
+            limiter,
+            policies,
+            proxy,
+            upstreams,
+            routes,
+            effective: self.redacted(),
+        })
+    }
+
+    fn validate_upstreams(&self, c: &Checker<'_>) -> Result<Vec<Upstream>, ConfigError> {
+        if self.upstreams.is_empty() {
+            return Err(c.err(
+                "upstreams",
+                "no upstream: give --upstream http://host:port or an [upstreams.NAME] table",
+            ));
+        }
+        self.upstreams
+            .iter()
+            .map(|(name, section)| {
+                let field = format!("upstreams.{name}");
+                if section.endpoints.is_empty() {
+                    return Err(c.err(
+                        format!("{field}.endpoints"),
+                        "must list at least one endpoint",
+                    ));
+                }
+                let endpoints = section
+                    .endpoints
+                    .iter()
+                    .enumerate()
+                    .map(|(i, e)| {
+                        endpoint(e).map_err(|r| c.err(format!("{field}.endpoints[{i}]"), r))
+                    })
+                    .collect::<Result<Vec<_>, _>>()?;
+                let h2c = match section.protocol.as_deref().unwrap_or("http1") {
+                    "http1" => false,
+                    "h2c" => true,
+                    other => {
+                        return Err(c.err(
+                            format!("{field}.protocol"),
+                            format!("{other:?}: expected http1 or h2c"),
+                        ));
+                    }
+                };
+                Ok(Upstream {
+                    name: name.clone(),
+                    endpoints,
+                    h2c,
+                })
+            })
+            .collect()
+    }
+
+    fn validate_routes(
+        &self,
+        c: &Checker<'_>,
+        upstreams: &[Upstream],
+    ) -> Result<Vec<Route>, ConfigError> {
+        if self.routes.is_empty() {
+            // One upstream and no routes: everything goes there.
+            if let [_] = upstreams {
+                return Ok(vec![Route {
+                    methods: None,
+                    path_prefix: "/".into(),
+                    upstream: 0,
+                }]);
+            }
+            return Err(c.err(
+                "routes",
+                "several upstreams need [[routes]] saying which serves what",
+            ));
+        }
+        self.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let field = format!("routes[{i}]");
+                let upstream = upstreams
+                    .iter()
+                    .position(|u| u.name == r.upstream)
+                    .ok_or_else(|| {
+                        c.err(
+                            format!("{field}.upstream"),
+                            format!("no upstream named {:?}", r.upstream),
+                        )
+                    })?;
+                let path_prefix = r.path_prefix.clone().unwrap_or_else(|| "/".into());
+                if !path_prefix.starts_with('/') {
+                    return Err(c.err(format!("{field}.path_prefix"), "must start with /"));
+                }
+                Ok(Route {
+                    methods: c.methods(&format!("{field}.methods"), &r.methods)?,
+                    path_prefix,
+                    upstream,
+                })
+            })
+            .collect()
+    }
+
+    fn validate_policy(
+        &self,
+        c: &Checker<'_>,
+        i: usize,
+        section: &super::PolicySection,
+    ) -> Result<Policy, ConfigError> {
+        let field = format!("policies[{i}]");
+        let trusted = &self.limiter.trusted_proxies;
+        let mut policy = Policy::new(section.name.clone());
+        if let Some(methods) = c.methods(&format!("{field}.methods"), &section.methods)? {
+            policy = policy.methods(methods);
+        }
+        match (&section.path_prefix, &section.path_pattern) {
+            (Some(_), Some(_)) => {
+                return Err(c.err(
+                    format!("{field}.path_pattern"),
+                    "give path_prefix or path_pattern, not both",
+                ));
+            }
+            (Some(prefix), None) => policy = policy.path_prefix(prefix.clone()),
+            (None, Some(pattern)) => {
+                policy = policy
+                    .path_pattern(pattern)
+                    .map_err(|e| c.err(format!("{field}.path_pattern"), e))?;
+            }
+            (None, None) => {}
+        }
+        policy = policy.missing_key(match section.missing_key.as_deref().unwrap_or("reject") {
+            "reject" => MissingKey::Reject,
+            "allow" => MissingKey::Allow,
+            other => match other.strip_prefix("fallback:") {
+                Some(key) if !key.is_empty() => MissingKey::Fallback(key.to_owned()),
+                _ => {
+                    return Err(c.err(
+                        format!("{field}.missing_key"),
+                        format!("{other:?}: expected reject, allow or fallback:KEY"),
+                    ));
+                }
+            },
+        });
+        policy = match (&section.cost_header, section.cost) {
+            (Some(_), Some(_)) => {
+                return Err(c.err(
+                    format!("{field}.cost_header"),
+                    "give cost or cost_header, not both",
+                ));
+            }
+            (Some(header), None) => {
+                http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
+                    c.err(format!("{field}.cost_header"), "not a valid header name")
+                })?;
+                policy.cost(Cost::header(header, 1, section.cost_max.unwrap_or(100)))
+            }
+            (None, Some(cost)) => policy.cost(Cost::Fixed(cost)),
+            (None, None) => policy,
+        };
+        policy = policy.shadow(section.shadow.unwrap_or(false));
+        if section.limits.is_empty() {
+            return Err(c.err(
+                format!("{field}.limits"),
+                "a policy needs at least one limit",
+            ));
+        }
+        for (j, limit) in section.limits.iter().enumerate() {
+            let lf = format!("{field}.limits[{j}]");
+            let mut spec: LimitSpec = limit
+                .rate
+                .parse()
+                .map_err(|e| c.err(format!("{lf}.rate"), e))?;
+            if let Some(algorithm) = &limit.algorithm {
+                let algorithm: Algorithm = algorithm
+                    .parse()
+                    .map_err(|e| c.err(format!("{lf}.algorithm"), e))?;
+                if limit.rate.contains("burst") && algorithm != Algorithm::Gcra {
+                    return Err(c.err(
+                        format!("{lf}.rate"),
+                        format!("burst applies to gcra only, not {algorithm}"),
+                    ));
+                }
+                // Keeps the burst for gcra; window algorithms have none.
+                spec = spec
+                    .with_algorithm(algorithm)
+                    .map_err(|e| c.err(format!("{lf}.rate"), e))?;
+            }
+            let key =
+                Key::parse_with(&limit.key, trusted).map_err(|e| c.err(format!("{lf}.key"), e))?;
+            policy = policy.limit(Limit::new(limit.name.clone(), spec, key));
+        }
+        Ok(policy)
+    }
+}
+
+/// `http://host:port` (path `/` or empty) → its URI.
+fn endpoint(text: &str) -> Result<Uri, String> {
+    let uri: Uri = text
+        .parse()
+        .map_err(|_| format!("{text:?} is not a URL like http://app:3000"))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(format!("{text:?}: only http:// upstreams are supported"));
+    }
+    if uri.host().is_none() {
+        return Err(format!("{text:?} has no host"));
+    }
+    if uri.path_and_query().is_some_and(|p| p.as_str() != "/") {
+        return Err(format!("{text:?}: an upstream endpoint has no path"));
+    }
+    Ok(uri)
+}
+
+#[cfg(test)]
+#[path = "validate_tests.rs"]
+mod tests;

@@ -1,0 +1,113 @@
+use super::*;
+use crate::config::FileConfig;
+
+fn parse(text: &str) -> Result<Config, ConfigError> {
+    FileConfig::from_toml("t.toml", text)?.validate("t.toml")
+}
+
+const BASE: &str = "[upstreams.app]\nendpoints = [\"http://127.0.0.1:3000\"]\n";
+
+fn field_of(text: &str) -> String {
+    parse(text).expect_err("invalid").field
+}
+
+#[test]
+fn a_full_file_validates_with_defaults() {
+    let config = parse(&format!(
+        r#"
+listen = "127.0.0.1:8000"
+node_id = "n1"
+[redis]
+url = "redis://:pw@redis:6379/0"
+[limiter]
+failure_mode = "local"
+trusted_proxies = ["10.0.0.0/8"]
+{BASE}
+[upstreams.grpc]
+endpoints = ["http://127.0.0.1:50051", "http://127.0.0.2:50051"]
+protocol = "h2c"
+[[routes]]
+path_prefix = "/grpc"
+upstream = "grpc"
+[[routes]]
+upstream = "app"
+[[policies]]
+name = "api"
+path_prefix = "/api"
+methods = ["post", "GET"]
+missing_key = "fallback:anon"
+cost_header = "x-cost"
+[[policies.limits]]
+name = "per-second"
+rate = "10/s,burst=20"
+key = "xff"
+[[policies.limits]]
+name = "per-day"
+rate = "1000/d"
+algorithm = "sliding-window"
+key = "header:x-api-key+path"
+"#
+    ))
+    .expect("valid");
+    assert_eq!(config.node_id, "n1");
+    assert_eq!(config.admin_listen.to_string(), "0.0.0.0:9000");
+    assert_eq!(config.upstreams.len(), 2);
+    assert_eq!(config.routes.len(), 2);
+    assert_eq!(config.policies[0].limits().len(), 2);
+    assert_eq!(config.policies[0].limits()[0].spec().burst(), 20);
+    assert!(matches!(config.store, StoreConfig::Redis { .. }));
+    assert_eq!(
+        config.effective.redis.as_ref().map(|r| r.url.as_str()),
+        Some("redis://:***@redis:6379/0")
+    );
+}
+
+#[test]
+fn every_bad_field_is_named() {
+    let cases = [
+        ("listen = \"nope\"\n", "listen"),
+        ("", "upstreams"),
+        ("[upstreams.app]\nendpoints = []\n", "upstreams.app.endpoints"),
+        ("[upstreams.app]\nendpoints = [\"https://x\"]\n", "upstreams.app.endpoints[0]"),
+        ("[upstreams.app]\nendpoints = [\"http://x/path\"]\n", "upstreams.app.endpoints[0]"),
+        ("[upstreams.app]\nendpoints = [\"http://x\"]\nprotocol = \"h3\"\n", "upstreams.app.protocol"),
+        ("[redis]\nurl = \"localhost\"\n", "redis.url"),
+        ("[limiter]\nfailure_mode = \"maybe\"\n", "limiter.failure_mode"),
+        ("[limiter]\ntimeout_ms = 0\n", "limiter.timeout_ms"),
+        ("[proxy]\nhost = \"other\"\n", "proxy.host"),
+        ("[proxy]\nmax_concurrent_requests = 0\n", "proxy.max_concurrent_requests"),
+        ("[[routes]]\nupstream = \"nope\"\n", "routes[0].upstream"),
+        ("[[routes]]\nupstream = \"app\"\nmethods = [\"G E T\"]\n", "routes[0].methods"),
+        ("[[policies]]\nname = \"p\"\n", "policies[0].limits"),
+        ("[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"x\"\nkey = \"ip\"\n", "policies[0].limits[0].rate"),
+        ("[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"1/s\"\nkey = \"cookie\"\n", "policies[0].limits[0].key"),
+        ("[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"1/s\"\nalgorithm = \"leaky\"\nkey = \"ip\"\n", "policies[0].limits[0].algorithm"),
+        ("[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"1/s,burst=2\"\nalgorithm = \"fixed-window\"\nkey = \"ip\"\n", "policies[0].limits[0].rate"),
+        ("[[policies]]\nname = \"p\"\nmissing_key = \"fallback:\"\n[[policies.limits]]\nname = \"l\"\nrate = \"1/s\"\nkey = \"ip\"\n", "policies[0].missing_key"),
+        ("[[policies]]\nname = \"p\"\npath_prefix = \"/a\"\npath_pattern = \"/b\"\n[[policies.limits]]\nname = \"l\"\nrate = \"1/s\"\nkey = \"ip\"\n", "policies[0].path_pattern"),
+        ("[[policies]]\nname = \"bad name\"\n[[policies.limits]]\nname = \"l\"\nrate = \"1/s\"\nkey = \"ip\"\n", "policies"),
+    ];
+    for (extra, field) in cases {
+        let text = if extra.starts_with("[upstreams") || extra.is_empty() {
+            extra.to_owned()
+        } else {
+            format!("{extra}{BASE}")
+        };
+        assert_eq!(field_of(&text), field, "{text}");
+    }
+}
+
+#[test]
+fn syntax_errors_give_a_line() {
+    let err = parse("listen = \n").expect_err("invalid");
+    assert_eq!(err.origin, "t.toml");
+    assert!(err.field.starts_with("line"), "{err}");
+    let err = parse("bogus = 1\n").expect_err("invalid");
+    assert!(err.reason.contains("unknown field"), "{err}");
+}
+
+#[test]
+fn several_upstreams_need_routes() {
+    let text = format!("{BASE}[upstreams.b]\nendpoints = [\"http://127.0.0.1:1\"]\n");
+    assert_eq!(field_of(&text), "routes");
+}

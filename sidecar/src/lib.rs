@@ -1,0 +1,191 @@
+//! `tollgate-sidecar`: a reverse proxy that enforces Tollgate limits in front of
+//! services that cannot change their own code.
+//!
+//! # Layout
+//!
+//! - [`cli`]: flags and their environment twins.
+//! - [`config`]: the TOML model and its validation (every error names its field).
+//! - [`runtime`]: what a configuration builds — the `tollgate` layer over the
+//!   [`proxy`] — swapped atomically on [`reload`].
+//! - [`proxy`]: routing, round-robin upstreams, hop-by-hop headers, 502/504.
+//! - [`server`]: the accept loop (HTTP/1.1 + h2c) and its graceful drain.
+//! - [`admin`]: `/health`, `/ready`, `/metrics`, `/config`, `POST /check`.
+//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`demo`]: the demo upstream.
+//!
+//! The sidecar uses only `tollgate`'s public API: it is a library user like any other.
+//!
+//! # Lifecycle
+//!
+//! [`Sidecar::bind`] validates nothing more (the configuration is already validated),
+//! builds the runtime and binds both ports; [`Sidecar::run`] serves until the shutdown
+//! future resolves, then reports not-ready, stops accepting, drains in-flight requests
+//! within the grace period and returns.
+
+pub mod admin;
+pub mod cli;
+pub mod config;
+pub mod demo;
+pub mod proxy;
+pub mod reload;
+pub mod runtime;
+pub mod server;
+pub mod telemetry;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use anyhow::Context;
+use arc_swap::ArcSwap;
+use metrics_exporter_prometheus::PrometheusHandle;
+use tokio::net::TcpListener;
+
+use crate::cli::Cli;
+use crate::config::Config;
+use crate::runtime::{Runtime, Shared, Stores};
+use crate::server::ServerLimits;
+
+/// A sidecar with its ports bound, ready to [`run`](Sidecar::run).
+pub struct Sidecar {
+    proxy: TcpListener,
+    admin: TcpListener,
+    state: Shared,
+    stores: Arc<Stores>,
+    metrics: PrometheusHandle,
+    serving: Arc<AtomicBool>,
+    cli: Option<Cli>,
+}
+
+impl Sidecar {
+    /// Builds the runtime for `config` and binds its two ports. With `cli`, the
+    /// configuration is reloaded from the same flags and file on SIGHUP or change.
+    ///
+    /// # Errors
+    ///
+    /// When the runtime cannot be built or a port cannot be bound.
+    pub async fn bind(config: Config, cli: Option<Cli>) -> anyhow::Result<Self> {
+        let metrics = telemetry::prometheus(&config.node_id)?;
+        let stores = Arc::new(Stores::default());
+        let (listen, admin_listen) = (config.listen, config.admin_listen);
+        let runtime = Runtime::build(config, &stores)?;
+        let proxy = TcpListener::bind(listen)
+            .await
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let admin = TcpListener::bind(admin_listen)
+            .await
+            .with_context(|| format!("cannot listen on {admin_listen}"))?;
+        Ok(Sidecar {
+            proxy,
+            admin,
+            state: Arc::new(ArcSwap::from_pointee(runtime)),
+            stores,
+            metrics,
+            serving: Arc::new(AtomicBool::new(true)),
+            cli,
+        })
+    }
+
+    /// The proxy's bound address.
+    pub fn proxy_addr(&self) -> std::io::Result<SocketAddr> {
+        self.proxy.local_addr()
+    }
+
+    /// The admin server's bound address.
+    pub fn admin_addr(&self) -> std::io::Result<SocketAddr> {
+        self.admin.local_addr()
+    }
+
+    /// The current runtime cell (tests and the admin server read it).
+    pub fn state(&self) -> Shared {
+        self.state.clone()
+    }
+
+    /// The store cache, for reloading by hand.
+    pub fn stores(&self) -> Arc<Stores> {
+        self.stores.clone()
+    }
+
+    /// Serves until `shutdown` resolves, then drains and returns.
+    ///
+    /// # Errors
+    ///
+    /// When the admin server fails.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let runtime = self.state.load_full();
+        let limits = ServerLimits {
+            header_read_timeout: runtime.config.proxy.header_read_timeout,
+            shutdown_grace: runtime.config.proxy.shutdown_grace,
+        };
+        tracing::info!(
+            proxy = %self.proxy.local_addr()?,
+            admin = %self.admin.local_addr()?,
+            store = runtime.limiter.store_kind(),
+            node = %runtime.config.node_id,
+            policies = runtime.limiter.policies().len(),
+            "tollgate-sidecar serving"
+        );
+        drop(runtime);
+
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin = axum::serve(
+            self.admin,
+            admin::router(admin::AdminState {
+                runtime: self.state.clone(),
+                metrics: self.metrics,
+                serving: self.serving.clone(),
+            }),
+        )
+        .with_graceful_shutdown(async {
+            let _ = admin_stopped.await;
+        });
+        let admin = tokio::spawn(async move { admin.await });
+        let watcher = self
+            .cli
+            .map(|cli| tokio::spawn(reload::watch(cli, self.state.clone(), self.stores.clone())));
+
+        let serving = self.serving.clone();
+        server::serve(self.proxy, self.state, limits, async move {
+            shutdown.await;
+            // Not ready first, so balancers stop sending before the drain starts.
+            serving.store(false, Ordering::Release);
+            tracing::info!("shutdown requested");
+        })
+        .await;
+
+        if let Some(watcher) = watcher {
+            watcher.abort();
+        }
+        let _ = stop_admin.send(());
+        admin.await.context("admin server task")??;
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+pub async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) {
+            (Ok(mut term), Ok(mut int)) => {
+                tokio::select! {
+                    _ = term.recv() => {}
+                    _ = int.recv() => {}
+                }
+            }
+            _ => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}

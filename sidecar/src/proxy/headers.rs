@@ -1,0 +1,128 @@
+//! Header rewriting at the proxy boundary.
+//!
+//! Hop-by-hop headers (RFC 9110 §7.6.1) describe one connection, not the message:
+//! `Connection` and every header it names, `Keep-Alive`, `Proxy-Connection`, `TE`,
+//! `Trailer`, `Transfer-Encoding`, `Upgrade`, `Proxy-Authenticate`,
+//! `Proxy-Authorization`. They are removed in both directions; hyper frames the body
+//! again for the next hop. The one exception is `TE: trailers` towards an HTTP/2
+//! upstream, which gRPC requires and HTTP/2 allows.
+
+use std::net::IpAddr;
+
+use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE};
+use http::HeaderMap;
+
+const HOP_BY_HOP: [HeaderName; 9] = [
+    CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    TE,
+    http::header::TRAILER,
+    http::header::TRANSFER_ENCODING,
+    http::header::UPGRADE,
+    http::header::PROXY_AUTHENTICATE,
+    http::header::PROXY_AUTHORIZATION,
+];
+
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
+const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
+
+/// Removes hop-by-hop headers. Returns whether the client asked for `TE: trailers`.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    let wants_trailers = headers
+        .get_all(TE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
+    let named: Vec<HeaderName> = headers
+        .get_all(CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
+        .collect();
+    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+        headers.remove(name);
+    }
+    wants_trailers
+}
+
+/// Restores `TE: trailers` for an HTTP/2 upstream.
+pub fn keep_trailers(headers: &mut HeaderMap) {
+    headers.insert(TE, HeaderValue::from_static("trailers"));
+}
+
+/// Appends the peer to `X-Forwarded-For` (joining earlier lines into one) and sets
+/// `X-Forwarded-Proto` and `X-Forwarded-Host` when a proxy before us did not.
+pub fn add_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&str>) {
+    if let Some(peer) = peer {
+        let earlier: Vec<&str> = headers
+            .get_all(&X_FORWARDED_FOR)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect();
+        let value = if earlier.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", earlier.join(", "))
+        };
+        if let Ok(v) = HeaderValue::try_from(value) {
+            headers.insert(X_FORWARDED_FOR, v);
+        }
+    }
+    if !headers.contains_key(&X_FORWARDED_PROTO) {
+        headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
+    }
+    if !headers.contains_key(&X_FORWARDED_HOST) {
+        if let Some(v) = host.and_then(|h| HeaderValue::try_from(h).ok()) {
+            headers.insert(X_FORWARDED_HOST, v);
+        }
+    }
+}
+
+/// The host the client addressed: `Host`, or the HTTP/2 `:authority`.
+pub fn original_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
+    headers
+        .get(HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_owned)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn removes_hop_by_hop_and_connection_named_headers() {
+        let mut h = HeaderMap::new();
+        h.insert(CONNECTION, HeaderValue::from_static("keep-alive, x-secret"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-secret", HeaderValue::from_static("1"));
+        h.insert("te", HeaderValue::from_static("trailers, deflate"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        h.insert("proxy-authorization", HeaderValue::from_static("x"));
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        assert!(strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 1);
+        assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn forwarded_headers_append_and_default() {
+        let mut h = HeaderMap::new();
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
+        h.append(X_FORWARDED_FOR, HeaderValue::from_static("2.2.2.2"));
+        add_forwarded(
+            &mut h,
+            Some("10.0.0.1".parse().expect("ip")),
+            Some("app.example"),
+        );
+        assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.1");
+        assert_eq!(h[&X_FORWARDED_PROTO], "http");
+        assert_eq!(h[&X_FORWARDED_HOST], "app.example");
+        assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+    }
+}

@@ -1,0 +1,193 @@
+//! Forwarding: the innermost service of the sidecar's tower stack.
+//!
+//! [`Proxy`] routes a request (first route whose method and path prefix match), picks
+//! the upstream's next endpoint round-robin, rewrites headers for the next hop and
+//! sends it with a pooled keep-alive client. Bodies stream both ways: the request's
+//! `Incoming` body becomes the upstream request body, and the upstream's response body
+//! is handed back unread.
+//!
+//! Failures are answered, never raised: no route → `404`; upstream refuses or resets
+//! the connection → `502`; no response head within the request timeout → `504`; more
+//! than `max_concurrent_requests` in flight → `503`. Each gets a one-line body and a log
+//! line.
+
+pub mod headers;
+mod upstream;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::{Either, Full};
+use hyper::body::Incoming;
+use tokio::sync::Semaphore;
+use tollgate::key::PeerAddr;
+use tower::Service;
+
+use self::upstream::{Clients, Pool};
+use crate::config::{Config, ProxyConfig, Route};
+
+/// The body of a proxied response: the upstream's, streamed, or the proxy's own.
+pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+
+/// Forwards requests to upstreams. Cheap to clone.
+#[derive(Clone)]
+pub struct Proxy {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: Vec<Route>,
+    pools: Vec<Pool>,
+    clients: Clients,
+    config: ProxyConfig,
+    in_flight: Arc<Semaphore>,
+}
+
+impl Proxy {
+    /// A proxy for `config`'s routes and upstreams.
+    pub fn new(config: &Config) -> Self {
+        Proxy {
+            inner: Arc::new(Inner {
+                routes: config.routes.clone(),
+                pools: config.upstreams.iter().map(Pool::new).collect(),
+                clients: Clients::new(&config.proxy),
+                config: config.proxy.clone(),
+                in_flight: Arc::new(Semaphore::new(config.proxy.max_concurrent_requests)),
+            }),
+        }
+    }
+}
+
+/// A response the proxy writes itself.
+pub fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
+    let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!(
+        "{message}\n"
+    )))));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+impl Service<Request<Incoming>> for Proxy {
+    type Response = Response<ProxyBody>;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Self::Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let inner = self.inner.clone();
+        Box::pin(async move { Ok(inner.forward(request).await) })
+    }
+}
+
+impl Inner {
+    async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+            metrics::counter!("tollgate_upstream_errors_total", "upstream" => "", "kind" => "overloaded").increment(1);
+            return local_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "proxy overloaded: too many requests in flight",
+            );
+        };
+        let Some(route) = self
+            .routes
+            .iter()
+            .find(|r| r.matches(request.method(), request.uri().path()))
+        else {
+            return local_response(StatusCode::NOT_FOUND, "no route for this request");
+        };
+        let pool = &self.pools[route.upstream];
+        let endpoint = pool.next();
+
+        let peer = request
+            .extensions()
+            .get::<PeerAddr>()
+            .map(|PeerAddr(a): &PeerAddr| a.ip());
+        let host = headers::original_host(request.headers(), request.uri());
+        let wants_trailers = headers::strip_hop_by_hop(request.headers_mut());
+        headers::add_forwarded(request.headers_mut(), peer, host.as_deref());
+        if pool.h2c && wants_trailers {
+            headers::keep_trailers(request.headers_mut());
+        }
+        let path = request
+            .uri()
+            .path_and_query()
+            .map_or("/", |p| p.as_str())
+            .to_owned();
+        let uri = match upstream::target(endpoint, &path) {
+            Ok(uri) => uri,
+            Err(e) => {
+                tracing::warn!(%e, path, "cannot build upstream URI");
+                return local_response(StatusCode::BAD_REQUEST, "invalid request target");
+            }
+        };
+        *request.uri_mut() = uri;
+        if self.config.rewrite_host || host.is_none() {
+            if let Some(authority) = endpoint.authority() {
+                if let Ok(v) = http::HeaderValue::try_from(authority.as_str()) {
+                    request.headers_mut().insert(http::header::HOST, v);
+                }
+            }
+        } else if let Some(v) = host.and_then(|h| http::HeaderValue::try_from(h).ok()) {
+            request.headers_mut().insert(http::header::HOST, v);
+        }
+        *request.version_mut() = if pool.h2c {
+            request.headers_mut().remove(http::header::HOST);
+            Version::HTTP_2
+        } else {
+            Version::HTTP_11
+        };
+
+        let started = Instant::now();
+        let client = self.clients.for_pool(pool);
+        let sent = tokio::time::timeout(self.config.request_timeout, client.request(request)).await;
+        metrics::histogram!("tollgate_upstream_duration_seconds", "upstream" => pool.name.clone())
+            .record(started.elapsed().as_secs_f64());
+        match sent {
+            Ok(Ok(mut response)) => {
+                headers::strip_hop_by_hop(response.headers_mut());
+                response.map(Either::Left)
+            }
+            Ok(Err(e)) => {
+                let kind = if e.is_connect() { "connect" } else { "other" };
+                metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => kind).increment(1);
+                tracing::warn!(upstream = %pool.name, %endpoint, error = %error_chain(&e), "upstream failed");
+                local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
+            }
+            Err(_) => {
+                metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
+                tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, "upstream timed out");
+                local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
+            }
+        }
+    }
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        out.push_str(": ");
+        out.push_str(&s.to_string());
+        source = s.source();
+    }
+    out
+}
+
+/// For logs: where a request came from.
+pub fn peer_of(request: &Request<Incoming>) -> Option<SocketAddr> {
+    request.extensions().get::<PeerAddr>().map(|p| p.0)
+}

@@ -1,0 +1,98 @@
+//! Hot reload: on SIGHUP, and when the config file changes.
+//!
+//! The file is polled (its modification time and size, every second) rather than
+//! watched with inotify: polling works the same on bind mounts, ConfigMaps replaced by
+//! symlink swaps and network filesystems, and costs one `stat` a second.
+//!
+//! A reload re-reads the file, applies the same flags as at start, validates, builds a
+//! new [`Runtime`] and swaps it in. If any step fails, the error is logged with its
+//! field, `tollgate_config_reloads_total{result="error"}` counts it, and the old
+//! configuration keeps serving untouched. Addresses cannot change without a restart:
+//! a reload that changes them is refused.
+
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use crate::cli::Cli;
+use crate::runtime::{Runtime, Shared, Stores};
+
+/// Reloads once. Returns whether the new configuration is now serving.
+pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
+    let result = cli
+        .file_config()
+        .and_then(|file| file.validate(&cli.source()))
+        .map_err(|e| e.to_string())
+        .and_then(|config| {
+            let old = state.load();
+            if config.listen != old.config.listen || config.admin_listen != old.config.admin_listen
+            {
+                return Err(
+                    "listen addresses cannot change on reload; restart to move them".into(),
+                );
+            }
+            Runtime::build(config, stores).map_err(|e| e.to_string())
+        });
+    match result {
+        Ok(runtime) => {
+            state.store(Arc::new(runtime));
+            metrics::counter!("tollgate_config_reloads_total", "result" => "ok").increment(1);
+            tracing::info!(source = %cli.source(), "configuration reloaded");
+            true
+        }
+        Err(e) => {
+            metrics::counter!("tollgate_config_reloads_total", "result" => "error").increment(1);
+            tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
+            false
+        }
+    }
+}
+
+fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
+}
+
+/// Reloads on SIGHUP and on file changes, forever.
+pub async fn watch(cli: Cli, state: Shared, stores: Arc<Stores>) {
+    #[cfg(unix)]
+    let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reload on file change only");
+            None
+        }
+    };
+    let path = cli.config.clone();
+    let mut last = path.as_deref().and_then(stamp);
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(s) => {
+                    s.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        tokio::select! {
+            () = hup => {
+                tracing::info!("SIGHUP: reloading");
+                reload(&cli, &state, &stores);
+                last = path.as_deref().and_then(stamp);
+            }
+            _ = tick.tick() => {
+                let Some(path) = path.as_deref() else { continue };
+                let now = stamp(path);
+                if now.is_some() && now != last {
+                    last = now;
+                    tracing::info!(file = %path.display(), "config file changed: reloading");
+                    reload(&cli, &state, &stores);
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! What a configuration turns into, and how it is swapped on reload.
+//!
+//! A [`Runtime`] is everything a request needs: the limiter and the tower stack
+//! `RateLimit<Proxy>` — the very [`RateLimitLayer`] library users get. The server loads
+//! the current runtime once per request from a [`Shared`] cell, so a reload swaps it
+//! atomically: requests already running finish on the old one, new ones see the new
+//! one, none is dropped, and no request ever sees half of each.
+//!
+//! The store outlives reloads: counts in memory (or the Redis connection) are kept
+//! when the store settings did not change, so a reload does not reset anyone's limits.
+
+use std::sync::{Arc, Mutex, PoisonError};
+
+use arc_swap::ArcSwap;
+use tollgate::store::{MemoryStore, RedisStore, Store, StoreError};
+use tollgate::{RateLimit, RateLimitLayer, RateLimiter};
+use tower::Layer;
+
+use crate::config::{Config, StoreConfig};
+use crate::proxy::Proxy;
+
+/// The serving half of a configuration.
+pub struct Runtime {
+    /// The configuration it was built from.
+    pub config: Arc<Config>,
+    /// The decision engine (also used by `POST /check`).
+    pub limiter: RateLimiter,
+    /// The request path: rate limit, then proxy.
+    pub stack: RateLimit<Proxy>,
+}
+
+/// The current runtime, swapped whole on reload.
+pub type Shared = Arc<ArcSwap<Runtime>>;
+
+/// Keeps the store across reloads while its settings stay the same.
+#[derive(Default)]
+pub struct Stores {
+    current: Mutex<Option<(StoreConfig, Arc<dyn Store>)>>,
+}
+
+impl Stores {
+    fn get(&self, config: &StoreConfig) -> Result<Arc<dyn Store>, StoreError> {
+        let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some((existing, store)) = current.as_ref() {
+            if existing == config {
+                return Ok(store.clone());
+            }
+        }
+        let store: Arc<dyn Store> = match config {
+            StoreConfig::Memory { max_keys } => {
+                Arc::new(MemoryStore::builder().max_keys(*max_keys).build())
+            }
+            StoreConfig::Redis {
+                url,
+                timeout,
+                prefix,
+            } => Arc::new(
+                RedisStore::builder(url.clone())
+                    .response_timeout(*timeout)
+                    .prefix(prefix.clone())
+                    .build()?,
+            ),
+        };
+        *current = Some((config.clone(), store.clone()));
+        Ok(store)
+    }
+}
+
+/// Why a validated configuration could still not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildError {
+    /// The store could not be created (e.g. an unparsable Redis URL).
+    #[error("redis.url: {0}")]
+    Store(#[from] StoreError),
+    /// The limiter refused the policies.
+    #[error("policies: {0}")]
+    Limiter(#[from] tollgate::limiter::BuildError),
+}
+
+impl Runtime {
+    /// Adds the rate-limit headers this runtime sends for `decision`.
+    pub fn layer_headers(&self, decision: &tollgate::Decision, headers: &mut http::HeaderMap) {
+        tollgate::response::insert_rate_limit_headers(
+            headers,
+            decision,
+            self.config.limiter.headers,
+        );
+    }
+
+    /// Builds the runtime for `config`, reusing the store from `stores` if unchanged.
+    ///
+    /// # Errors
+    ///
+    /// [`BuildError`] when the store or limiter cannot be created.
+    pub fn build(config: Config, stores: &Stores) -> Result<Self, BuildError> {
+        let store = stores.get(&config.store)?;
+        let l = &config.limiter;
+        let limiter = RateLimiter::builder()
+            .shared_store(store)
+            .policies(config.policies.iter().cloned())
+            .failure_mode(l.failure_mode)
+            .timeout(l.timeout)
+            .deny_cache(l.deny_cache)
+            .shadow(l.shadow)
+            .build()?;
+        let layer = RateLimitLayer::new(limiter.clone()).headers(l.headers);
+        let stack = layer.layer(Proxy::new(&config));
+        Ok(Runtime {
+            config: Arc::new(config),
+            limiter,
+            stack,
+        })
+    }
+}

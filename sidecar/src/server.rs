@@ -1,0 +1,112 @@
+//! The proxy's accept loop: HTTP/1.1 and h2c on one port, drained on shutdown.
+//!
+//! Each connection is served by hyper-util's auto builder, which detects the HTTP/2
+//! prior-knowledge preface and otherwise speaks HTTP/1.1. hyper enforces RFC 9112's
+//! message framing (a request with both `Content-Length` and `Transfer-Encoding`, or
+//! conflicting lengths, is refused), a request head must arrive within
+//! `header_read_timeout` (slowloris) and fit in 64 KiB.
+//!
+//! On shutdown the listener closes first, then every connection is asked to finish
+//! its in-flight requests (HTTP/1 stops keep-alive, HTTP/2 sends GOAWAY) within the
+//! grace period; what is still running after it is cut, with a warning.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use http::{Request, Response};
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto::Builder;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tollgate::key::PeerAddr;
+use tollgate::layer::ResponseBody;
+use tower::ServiceExt;
+
+use crate::proxy::ProxyBody;
+use crate::runtime::Shared;
+
+/// Timeouts the accept loop applies to client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// Longest a client may take to send a request head.
+    pub header_read_timeout: Duration,
+    /// How long in-flight requests may finish after shutdown begins.
+    pub shutdown_grace: Duration,
+}
+
+async fn handle(
+    state: Shared,
+    peer: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<Response<ResponseBody<ProxyBody>>, Infallible> {
+    request.extensions_mut().insert(PeerAddr(peer));
+    // One load per request: a reload in the middle never splits a request.
+    let runtime = state.load_full();
+    metrics::gauge!("tollgate_proxy_in_flight").increment(1.0);
+    let response = runtime.stack.clone().oneshot(request).await;
+    metrics::gauge!("tollgate_proxy_in_flight").decrement(1.0);
+    if let Ok(response) = &response {
+        metrics::counter!("tollgate_proxy_requests_total", "status" => response.status().as_str().to_owned())
+            .increment(1);
+    }
+    response
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then drains.
+pub async fn serve(
+    listener: TcpListener,
+    state: Shared,
+    limits: ServerLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let mut builder = Builder::new(TokioExecutor::new());
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_header_list_size(64 * 1024);
+    let graceful = GracefulShutdown::new();
+    tokio::pin!(shutdown);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of descriptors and similar: pause instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service =
+            hyper::service::service_fn(move |request| handle(state.clone(), peer, request));
+        let connection = builder
+            .serve_connection_with_upgrades(TokioIo::new(stream), service)
+            .into_owned();
+        let connection = graceful.watch(connection);
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    tracing::info!(grace = ?limits.shutdown_grace, "draining in-flight requests");
+    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!("grace period over: closing connections with requests still running");
+    }
+}

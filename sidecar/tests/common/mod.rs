@@ -1,0 +1,122 @@
+//! Shared pieces of the sidecar tests: a real upstream server and config builders.
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::extract::Request;
+use axum::routing::{any, get};
+use axum::Router;
+use tollgate_sidecar::config::{FileConfig, LimitSection, PolicySection, UpstreamSection};
+use tollgate_sidecar::Sidecar;
+
+/// An upstream with the behaviours the proxy tests need.
+pub async fn upstream() -> SocketAddr {
+    let app = Router::new()
+        .route("/echo", any(echo))
+        .route("/echo/{*rest}", any(echo))
+        .route(
+            "/slow",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(3)).await;
+                "slow"
+            }),
+        )
+        .route(
+            "/download",
+            get(|| async {
+                // 8 MiB in 1 MiB chunks, produced as they are sent.
+                let chunks = futures_util::stream::iter(
+                    (0..8).map(|_| Ok::<_, std::io::Error>(Bytes::from(vec![b'x'; 1 << 20]))),
+                );
+                Body::from_stream(chunks)
+            }),
+        );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    addr
+}
+
+async fn echo(request: Request) -> axum::Json<serde_json::Value> {
+    let (parts, body) = request.into_parts();
+    let headers: BTreeMap<String, String> = parts
+        .headers
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("<binary>").to_owned()))
+        .collect();
+    let bytes = axum::body::to_bytes(body, usize::MAX)
+        .await
+        .map_or(0, |b| b.len());
+    axum::Json(serde_json::json!({
+        "method": parts.method.as_str(),
+        "path": parts.uri.path_and_query().map(|p| p.as_str()),
+        "version": format!("{:?}", parts.version),
+        "headers": headers,
+        "body_bytes": bytes,
+    }))
+}
+
+/// A config proxying to `upstream` on loopback port 0, with one policy.
+pub fn config(upstream: SocketAddr, rate: &str, key: &str) -> FileConfig {
+    let mut file = FileConfig {
+        listen: Some("127.0.0.1:0".into()),
+        admin_listen: Some("127.0.0.1:0".into()),
+        node_id: Some("test".into()),
+        ..FileConfig::default()
+    };
+    file.upstreams.insert(
+        "app".into(),
+        UpstreamSection {
+            endpoints: vec![format!("http://{upstream}")],
+            protocol: None,
+        },
+    );
+    file.policies.push(PolicySection {
+        name: "limited".into(),
+        path_prefix: Some("/echo/limited".into()),
+        limits: vec![LimitSection {
+            name: "per-key".into(),
+            rate: rate.into(),
+            algorithm: None,
+            key: key.into(),
+        }],
+        ..PolicySection::default()
+    });
+    file
+}
+
+pub struct Running {
+    pub proxy: SocketAddr,
+    pub admin: SocketAddr,
+    pub state: tollgate_sidecar::runtime::Shared,
+    pub stores: std::sync::Arc<tollgate_sidecar::runtime::Stores>,
+    pub stop: tokio::sync::oneshot::Sender<()>,
+    pub done: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+/// Starts a sidecar for `file` in this process.
+pub async fn start(file: FileConfig) -> Running {
+    let config = file.validate("test").expect("valid config");
+    let sidecar = Sidecar::bind(config, None).await.expect("bind");
+    let proxy = sidecar.proxy_addr().expect("addr");
+    let admin = sidecar.admin_addr().expect("addr");
+    let state = sidecar.state();
+    let stores = sidecar.stores();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let done = tokio::spawn(sidecar.run(async {
+        let _ = stopped.await;
+    }));
+    Running {
+        proxy,
+        admin,
+        state,
+        stores,
+        stop,
+        done,
+    }
+}

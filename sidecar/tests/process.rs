@@ -1,0 +1,308 @@
+//! The `tollgate-sidecar` binary as operators run it: configuration errors, reload on
+//! SIGHUP and on file change, and graceful shutdown on SIGTERM.
+
+mod common;
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+fn temp_file(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("tollgate-sidecar-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir.join(name)
+}
+
+fn write(path: &Path, text: &str) {
+    // Write-then-rename, as editors and ConfigMap updates do.
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).expect("create");
+    f.write_all(text.as_bytes()).expect("write");
+    f.sync_all().expect("sync");
+    std::fs::rename(&tmp, path).expect("rename");
+}
+
+fn config_text(upstream: SocketAddr, proxy: SocketAddr, admin: SocketAddr, rate: &str) -> String {
+    format!(
+        r#"
+listen = "{proxy}"
+admin_listen = "{admin}"
+node_id = "proc"
+
+[proxy]
+shutdown_grace_ms = 5000
+
+[upstreams.app]
+endpoints = ["http://{upstream}"]
+
+[[policies]]
+name = "limited"
+path_prefix = "/echo/limited"
+
+[[policies.limits]]
+name = "per-key"
+rate = "{rate}"
+key = "header:x-api-key"
+"#
+    )
+}
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill(1)")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+async fn wait_ready(admin: SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if let Ok(r) = reqwest::get(format!("http://{admin}/ready")).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("sidecar never became ready");
+}
+
+async fn policy_header(proxy: SocketAddr, key: &str) -> (u16, String) {
+    let res = reqwest::Client::new()
+        .get(format!("http://{proxy}/echo/limited"))
+        .header("x-api-key", key)
+        .send()
+        .await
+        .expect("send");
+    let policy = res
+        .headers()
+        .get("ratelimit-policy")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    (res.status().as_u16(), policy)
+}
+
+#[test]
+fn invalid_configuration_exits_64_naming_file_and_field() {
+    let path = temp_file("bad.toml");
+    write(
+        &path,
+        "[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n\n[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"10/fortnight\"\nkey = \"ip\"\n",
+    );
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(err.contains("policies[0].limits[0].rate"), "{err}");
+
+    write(&path, "listen = \"0.0.0.0:8000\"\nlisen = 1\n");
+    let out = Command::new(BIN)
+        .arg("--config")
+        .arg(&path)
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+
+    let out = Command::new(BIN)
+        .args([
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--limit",
+            "10/s",
+            "--failure-mode",
+            "sideways",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("limiter.failure_mode"));
+
+    let out = Command::new(BIN)
+        .env("TOLLGATE_UPSTREAM", "http://127.0.0.1:1")
+        .env("TOLLGATE_LIMIT", "10/s,burst=20")
+        .env("TOLLGATE_KEY", "header:x-api-key")
+        .arg("--check-config")
+        .output()
+        .expect("run");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "configuration OK"
+    );
+}
+
+#[tokio::test]
+async fn reload_applies_good_configs_and_keeps_serving_through_bad_ones() {
+    let upstream = common::upstream().await;
+    let (proxy, admin) = (free_addr(), free_addr());
+    let path = temp_file("reload.toml");
+    write(&path, &config_text(upstream, proxy, admin, "2/m"));
+    let child = Proc(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_ready(admin).await;
+    assert_eq!(
+        policy_header(proxy, "a").await,
+        (200, "\"per-key\";q=2;w=60".into())
+    );
+
+    // Traffic runs through every reload below; none of it may fail.
+    let load = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        let mut statuses = Vec::new();
+        for i in 0..400 {
+            let res = client
+                .get(format!("http://{proxy}/echo/limited"))
+                .header("x-api-key", format!("load-{}", i % 7))
+                .send()
+                .await;
+            statuses.push(res.map(|r| r.status().as_u16()).map_err(|e| e.to_string()));
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        statuses
+    });
+
+    for round in 0..4 {
+        // A broken config, by SIGHUP: refused; the old one keeps serving.
+        write(&path, &config_text(upstream, proxy, admin, "2/sometimes"));
+        signal(&child.0, "-HUP");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        let (_, policy) = policy_header(proxy, &format!("probe-{round}")).await;
+        assert!(
+            policy.contains(";q=2;") || policy.contains(";q=5;"),
+            "{policy}"
+        );
+        // A good one, by SIGHUP: applied.
+        let rate = if round % 2 == 0 { "5/m" } else { "2/m" };
+        write(&path, &config_text(upstream, proxy, admin, rate));
+        signal(&child.0, "-HUP");
+        let want = format!(";q={};", &rate[..1]);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let (_, policy) = policy_header(proxy, &format!("probe-{round}-ok")).await;
+            if policy.contains(&want) {
+                break;
+            }
+            assert!(Instant::now() < deadline, "reload never applied: {policy}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    // A change to the file alone, without SIGHUP, is picked up too.
+    write(&path, &config_text(upstream, proxy, admin, "7/m"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (_, policy) = policy_header(proxy, "file-change").await;
+        if policy.contains(";q=7;") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "file change never applied: {policy}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let statuses = load.await.expect("load task");
+    let failed: Vec<_> = statuses
+        .iter()
+        .filter(|s| !matches!(s, Ok(200) | Ok(429)))
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "requests failed during reloads: {failed:?}"
+    );
+    let metrics = reqwest::get(format!("http://{admin}/metrics"))
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains("tollgate_config_reloads_total{node=\"proc\",result=\"error\"} 4"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn sigterm_drains_in_flight_requests_then_exits_0() {
+    let upstream = common::upstream().await;
+    let (proxy, admin) = (free_addr(), free_addr());
+    let path = temp_file("drain.toml");
+    write(&path, &config_text(upstream, proxy, admin, "100/m"));
+    let mut child = Proc(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_ready(admin).await;
+    // The upstream takes 3 s to answer /slow.
+    let slow = tokio::spawn(async move { reqwest::get(format!("http://{proxy}/slow")).await });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signal(&child.0, "-TERM");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Not ready while draining; no new connections accepted.
+    let ready = reqwest::get(format!("http://{admin}/ready"))
+        .await
+        .map(|r| r.status().as_u16());
+    assert!(matches!(ready, Ok(503) | Err(_)), "{ready:?}");
+    assert!(
+        tokio::net::TcpStream::connect(proxy).await.is_err(),
+        "still accepting"
+    );
+    let res = slow
+        .await
+        .expect("task")
+        .expect("in-flight request completed");
+    assert_eq!(res.status(), 200);
+    assert_eq!(res.text().await.expect("body"), "slow");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.0.try_wait().expect("wait") {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "did not exit after draining");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(status.code(), Some(0));
+}
