@@ -18,6 +18,7 @@ use tollgate::{FailureMode, RateLimitLayer, RateLimiter};
 async fn serve(layer: RateLimitLayer) -> SocketAddr {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
+        .route("/users/{id}", get(|| async { "user" }))
         .route("/upload", post(|| async { "stored" }))
         .layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -140,6 +141,29 @@ async fn cost_from_a_header_and_its_validation() {
         .expect("send");
     assert_eq!(free.status(), 200);
     assert!(free.headers().get("ratelimit").is_none());
+}
+
+/// Needs axum's `MatchedPath`, which the `axum` feature teaches `Key::route` to read.
+#[cfg(feature = "axum")]
+#[tokio::test]
+async fn route_keys_share_a_bucket_per_route_template() {
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("per-route", spec("2/h"), Key::route()))
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(limiter)).await;
+    let status = |path: &'static str| {
+        let url = format!("http://{addr}{path}");
+        async move { client().get(url).send().await.expect("send").status() }
+    };
+    assert_eq!(status("/users/1").await, 200);
+    assert_eq!(status("/users/2").await, 200);
+    assert_eq!(
+        status("/users/3").await,
+        429,
+        "all /users/{{id}} share one bucket"
+    );
+    assert_eq!(status("/").await, 200, "another route, another bucket");
 }
 
 #[tokio::test]

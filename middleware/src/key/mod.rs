@@ -13,6 +13,7 @@
 //! | [`Key::forwarded`] | the same from RFC 7239 `Forwarded` | `forwarded` |
 //! | [`Key::method`] | the method | `method` |
 //! | [`Key::path`] | the path | `path` |
+//! | [`Key::route`] | the route template (`/users/{id}`) when the router says, else the path | `route` |
 //! | [`Key::global`] | one constant: a limit shared by all requests | `global` |
 //! | [`Key::all`] | a tuple of the above | `header:x-api-key+path` |
 //! | [`Key::from_fn`] | any closure | — |
@@ -33,7 +34,7 @@ use ipnet::IpNet;
 
 pub use self::client_ip::{ClientIp, ForwardedHeader, MAX_HOPS};
 pub use self::peer::{peer_addr, PeerAddr, PeerIp};
-pub use self::request::{Constant, Header, MethodKey, PathKey};
+pub use self::request::{Constant, Header, MethodKey, PathKey, RouteKey};
 
 /// Reads the rate-limit key of a request.
 ///
@@ -140,6 +141,12 @@ impl Key {
         Key::new(PathKey, "path")
     }
 
+    /// The route template the request matched (axum's `MatchedPath`, feature `axum`),
+    /// so `/users/1` and `/users/2` share one bucket; the path where no router says.
+    pub fn route() -> Self {
+        Key::new(RouteKey, "route")
+    }
+
     /// One key for every request: the limit is shared by all clients.
     pub fn global() -> Self {
         Key::new(Constant("global".into()), "global")
@@ -204,10 +211,11 @@ impl Key {
             ("forwarded", None) => Ok(Key::forwarded(trusted.iter().copied())),
             ("method", None) => Ok(Key::method()),
             ("path", None) => Ok(Key::path()),
+            ("route", None) => Ok(Key::route()),
             ("global", None) => Ok(Key::global()),
             ("const", Some(value)) if !value.is_empty() => Ok(Key::constant(value)),
             _ => Err(err(
-                "expected header:NAME, ip, xff, forwarded, method, path, global or const:VALUE",
+                "expected header:NAME, ip, xff, forwarded, method, path, route, global or const:VALUE",
             )),
         }
     }

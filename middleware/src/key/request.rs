@@ -62,6 +62,20 @@ impl KeyExtractor for PathKey {
     }
 }
 
+/// The matched route template (see [`super::Key::route`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct RouteKey;
+
+impl KeyExtractor for RouteKey {
+    fn extract(&self, request: &Parts) -> Option<String> {
+        #[cfg(feature = "axum")]
+        if let Some(matched) = request.extensions.get::<axum::extract::MatchedPath>() {
+            return Some(matched.as_str().to_owned());
+        }
+        Some(request.uri.path().to_owned())
+    }
+}
+
 /// A fixed key (see [`super::Key::global`]).
 #[derive(Debug, Clone)]
 pub struct Constant(pub String);
