@@ -143,8 +143,6 @@ async fn cost_from_a_header_and_its_validation() {
     assert!(free.headers().get("ratelimit").is_none());
 }
 
-/// Needs axum's `MatchedPath`, which the `axum` feature teaches `Key::route` to read.
-#[cfg(feature = "axum")]
 #[tokio::test]
 async fn route_keys_share_a_bucket_per_route_template() {
     let limiter = RateLimiter::builder()
