@@ -163,7 +163,19 @@ impl MemoryStore {
             [] => Vec::new(),
             [only] => {
                 let mut shard = self.lock(self.shard_of(&only.key));
-                let out = shard.decide(now_us, only, cost);
+                // The common case, a known key: one lookup to read and update in place.
+                if let Some(entry) = shard.map.get_mut(only.key.as_str()) {
+                    let state = (entry.expires_at > now_us).then_some(entry.state);
+                    let out = algorithm::decide(&only.spec, now_us, state, cost);
+                    if let Some((state, ttl_us)) = out.next {
+                        *entry = Entry {
+                            state,
+                            expires_at: now_us.saturating_add(ttl_us),
+                        };
+                    }
+                    return vec![out.verdict];
+                }
+                let out = algorithm::decide(&only.spec, now_us, None, cost);
                 if let Some(next) = out.next {
                     shard.store(&only.key, next, now_us, self.inner.per_shard);
                 }
