@@ -27,7 +27,8 @@ fn main() -> ExitCode {
                 }
                 // A demo is for this machine only, unless asked otherwise.
                 cli.listen.get_or_insert_with(|| "127.0.0.1:8000".into());
-                cli.admin_listen.get_or_insert_with(|| "127.0.0.1:9000".into());
+                cli.admin_listen
+                    .get_or_insert_with(|| "127.0.0.1:9000".into());
                 Some(listener)
             }
             Err(e) => {
