@@ -43,6 +43,10 @@ fn client() -> reqwest::Client {
     reqwest::Client::new()
 }
 
+async fn get_url(url: String) -> reqwest::Response {
+    client().get(url).send().await.expect("send")
+}
+
 #[tokio::test]
 async fn shadow_mode_records_but_never_refuses() {
     let limiter = RateLimiter::builder()
@@ -51,11 +55,7 @@ async fn shadow_mode_records_but_never_refuses() {
         .expect("limiter");
     let addr = serve(RateLimitLayer::new(limiter)).await;
     for remaining in [0, 0, 0] {
-        let res = client()
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("send");
+        let res = get_url(format!("http://{addr}/")).await;
         assert_eq!(res.status(), 200);
         assert_eq!(
             res.headers()["ratelimit"],
@@ -84,19 +84,11 @@ async fn legacy_headers_and_custom_refusals() {
             res
         });
     let addr = serve(RateLimitLayer::new(limiter).rejections(rejections)).await;
-    let ok = client()
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .expect("send");
+    let ok = get_url(format!("http://{addr}/")).await;
     assert_eq!(ok.headers()["x-ratelimit-limit"], "1");
     assert_eq!(ok.headers()["x-ratelimit-remaining"], "0");
     assert_eq!(ok.headers()["x-ratelimit-reset"], "60");
-    let refused = client()
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .expect("send");
+    let refused = get_url(format!("http://{addr}/")).await;
     assert_eq!(refused.status(), 429);
     assert_eq!(refused.headers()["retry-after"], "60");
     assert_eq!(refused.headers()["ratelimit"], "\"p\";r=0;t=60");
@@ -134,11 +126,7 @@ async fn cost_from_a_header_and_its_validation() {
     assert_eq!(body["detail"], "x-cost must be at most 8");
     assert_eq!(post("two").await.expect("send").status(), 400);
     // GET / matches no policy: no headers, never limited.
-    let free = client()
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .expect("send");
+    let free = get_url(format!("http://{addr}/")).await;
     assert_eq!(free.status(), 200);
     assert!(free.headers().get("ratelimit").is_none());
 }
@@ -175,11 +163,7 @@ async fn missing_key_choices() {
         .expect("limiter");
     let addr = serve(RateLimitLayer::new(allow)).await;
     for _ in 0..3 {
-        let res = client()
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("send");
+        let res = get_url(format!("http://{addr}/")).await;
         assert_eq!(res.status(), 200);
         assert!(res.headers().get("ratelimit").is_none());
     }
@@ -191,24 +175,8 @@ async fn missing_key_choices() {
         .build()
         .expect("limiter");
     let addr = serve(RateLimitLayer::new(fallback)).await;
-    assert_eq!(
-        client()
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
-    assert_eq!(
-        client()
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        429
-    );
+    assert_eq!(get_url(format!("http://{addr}/")).await.status(), 200);
+    assert_eq!(get_url(format!("http://{addr}/")).await.status(), 429);
     let keyed = client()
         .get(format!("http://{addr}/"))
         .header("x-api-key", "k")
@@ -235,21 +203,9 @@ async fn fail_closed_is_503_for_http_and_unavailable_for_grpc() {
         .build()
         .expect("limiter");
     let addr = serve(RateLimitLayer::new(limiter)).await;
-    assert_eq!(
-        client()
-            .get(format!("http://{addr}/"))
-            .send()
-            .await
-            .expect("send")
-            .status(),
-        200
-    );
+    assert_eq!(get_url(format!("http://{addr}/")).await.status(), 200);
     server.kill();
-    let res = client()
-        .get(format!("http://{addr}/"))
-        .send()
-        .await
-        .expect("send");
+    let res = get_url(format!("http://{addr}/")).await;
     assert_eq!(res.status(), 503);
     assert!(res.headers().contains_key("retry-after"));
     assert_eq!(res.headers()["content-type"], "application/problem+json");

@@ -37,11 +37,8 @@ fn open_fds() -> usize {
 }
 
 async fn in_flight(admin: SocketAddr) -> String {
-    let text = client()
-        .get(format!("http://{admin}/metrics"))
-        .send()
+    let text = common::get_url(format!("http://{admin}/metrics"))
         .await
-        .expect("send")
         .text()
         .await
         .expect("text");
@@ -85,11 +82,7 @@ async fn slowloris_is_cut_off_while_others_are_served() {
         }
         // Meanwhile a normal client is served.
         if i == 3 {
-            let res = client()
-                .get(format!("http://{}/echo", sc.proxy))
-                .send()
-                .await
-                .expect("send");
+            let res = common::get_url(format!("http://{}/echo", sc.proxy)).await;
             assert_eq!(res.status(), 200);
         }
     }
@@ -164,11 +157,7 @@ async fn a_connection_flood_is_survived_and_released() {
     for _ in 0..300 {
         idle.push(TcpStream::connect(sc.proxy).await.expect("connect"));
     }
-    let res = client()
-        .get(format!("http://{}/echo", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let res = common::get_url(format!("http://{}/echo", sc.proxy)).await;
     assert_eq!(res.status(), 200);
     drop(idle);
     // The server side closes its ends once the clients are gone.

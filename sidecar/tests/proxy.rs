@@ -76,11 +76,7 @@ async fn large_bodies_stream_both_ways() {
     let echo: Value = res.json().await.expect("json");
     assert_eq!(echo["body_bytes"], 16 << 20);
     // Download 8 MiB chunk by chunk.
-    let res = client()
-        .get(format!("http://{}/download", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let res = common::get_url(format!("http://{}/download", sc.proxy)).await;
     assert_eq!(res.status(), 200);
     let mut stream = res.bytes_stream();
     let (mut total, mut frames) = (0usize, 0usize);
@@ -117,11 +113,7 @@ async fn h2c_in_and_out() {
     let echo: Value = res.json().await.expect("json");
     assert_eq!(echo["version"], "HTTP/2.0");
     // HTTP/1.1 clients on the same port still work.
-    let res = client()
-        .get(format!("http://{}/echo/h1", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let res = common::get_url(format!("http://{}/echo/h1", sc.proxy)).await;
     assert_eq!(res.version(), reqwest::Version::HTTP_11);
 }
 
@@ -133,11 +125,7 @@ async fn upstream_down_is_502_and_slow_is_504() {
         .local_addr()
         .expect("addr");
     let sc = common::start(common::config(dead, "100/m", "ip")).await;
-    let res = client()
-        .get(format!("http://{}/echo", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let res = common::get_url(format!("http://{}/echo", sc.proxy)).await;
     assert_eq!(res.status(), 502);
     assert_eq!(res.text().await.expect("body"), "upstream unavailable\n");
 
@@ -145,18 +133,10 @@ async fn upstream_down_is_502_and_slow_is_504() {
     let mut file = common::config(upstream, "100/m", "ip");
     file.proxy.request_timeout_ms = Some(300);
     let sc = common::start(file).await;
-    let res = client()
-        .get(format!("http://{}/slow", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let res = common::get_url(format!("http://{}/slow", sc.proxy)).await;
     assert_eq!(res.status(), 504);
     // The proxy keeps serving after both.
-    let res = client()
-        .get(format!("http://{}/echo", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let res = common::get_url(format!("http://{}/echo", sc.proxy)).await;
     assert_eq!(res.status(), 200);
 }
 
@@ -177,20 +157,13 @@ async fn limits_apply_with_headers_and_admin_endpoints_answer() {
     assert_eq!(third.status(), 429);
     assert_eq!(third.headers()["retry-after"], "30");
     assert_eq!(get("b").await.expect("send").status(), 200);
-    let missing = client()
-        .get(format!("http://{}/echo/limited", sc.proxy))
-        .send()
-        .await
-        .expect("send");
+    let missing = common::get_url(format!("http://{}/echo/limited", sc.proxy)).await;
     assert_eq!(missing.status(), 400);
     // Outside the policy's prefix: not limited.
     for _ in 0..5 {
         assert_eq!(
-            client()
-                .get(format!("http://{}/echo/free", sc.proxy))
-                .send()
+            common::get_url(format!("http://{}/echo/free", sc.proxy))
                 .await
-                .expect("send")
                 .status(),
             200
         );
@@ -356,21 +329,13 @@ async fn redis_outage_follows_the_failure_mode_and_recovers() {
     let refused = get(closed.proxy).await.expect("send");
     assert_eq!(refused.status(), 503);
     assert!(refused.headers().contains_key("retry-after"));
-    let ready = client()
-        .get(format!("http://{}/ready", closed.admin))
-        .send()
-        .await
-        .expect("send");
+    let ready = common::get_url(format!("http://{}/ready", closed.admin)).await;
     assert_eq!(
         ready.status(),
         503,
         "fail-closed sidecar without its store is not ready"
     );
-    let ready = client()
-        .get(format!("http://{}/ready", open.admin))
-        .send()
-        .await
-        .expect("send");
+    let ready = common::get_url(format!("http://{}/ready", open.admin)).await;
     assert_eq!(
         ready.status(),
         200,

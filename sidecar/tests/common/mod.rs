@@ -61,6 +61,18 @@ async fn echo(request: Request) -> axum::Json<serde_json::Value> {
     }))
 }
 
+/// GET `url` with a fresh client (20 s timeout); panics if no response arrives.
+pub async fn get_url(url: String) -> reqwest::Response {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client")
+        .get(url)
+        .send()
+        .await
+        .expect("send")
+}
+
 /// A config proxying to `upstream` on loopback port 0, with one policy.
 pub fn config(upstream: SocketAddr, rate: &str, key: &str) -> FileConfig {
     let mut file = FileConfig {
