@@ -117,6 +117,76 @@ async fn h2c_in_and_out() {
     assert_eq!(res.version(), reqwest::Version::HTTP_11);
 }
 
+/// An upstream that counts the TCP connections it accepts and answers `/empty` with
+/// 204 and everything else with a short body.
+async fn counting_upstream() -> (
+    std::net::SocketAddr,
+    std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = std::sync::Arc::new(AtomicUsize::new(0));
+    let count = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            count.fetch_add(1, Ordering::SeqCst);
+            tokio::spawn(async move {
+                let service = hyper::service::service_fn(
+                    |req: http::Request<hyper::body::Incoming>| async move {
+                        let mut res = http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from_static(b"hello"),
+                        ));
+                        if req.uri().path() == "/empty" {
+                            *res.body_mut() = http_body_util::Full::new(bytes::Bytes::new());
+                            *res.status_mut() = http::StatusCode::NO_CONTENT;
+                        }
+                        Ok::<_, std::convert::Infallible>(res)
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                    .await;
+            });
+        }
+    });
+    (addr, accepted)
+}
+
+#[tokio::test]
+async fn upstream_connections_are_reused() {
+    use std::sync::atomic::Ordering;
+    let (upstream, accepted) = counting_upstream().await;
+    let sc = common::start(common::config(upstream, "100/m", "ip")).await;
+    let client = client();
+    for i in 0..60 {
+        let url = match i % 3 {
+            0 => format!("http://{}/a", sc.proxy),
+            1 => format!("http://{}/empty", sc.proxy),
+            _ => format!("http://{}/b", sc.proxy),
+        };
+        let res = if i % 5 == 0 {
+            client.head(url)
+        } else {
+            client.get(url)
+        }
+        .send()
+        .await
+        .expect("send");
+        assert!(res.status().is_success(), "{}", res.status());
+        let _ = res.bytes().await.expect("body");
+    }
+    // Sequential requests through one keep-alive pool: a handful of connections at most
+    // (a connection returned a moment before it is ready again may be replaced).
+    let n = accepted.load(Ordering::SeqCst);
+    assert!(
+        n <= 5,
+        "{n} upstream connections for 60 sequential requests"
+    );
+}
+
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
     // A port with nothing listening.
@@ -355,4 +425,26 @@ async fn redis_outage_follows_the_failure_mode_and_recovers() {
         );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn the_demo_upstream_limits_its_own_route_with_the_layer() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(tollgate_sidecar::demo::serve(listener));
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(
+            common::get_url(format!("http://{addr}/demo/limited"))
+                .await
+                .status()
+                .as_u16(),
+        );
+    }
+    // 3 per 10 s per client IP: the peer address must reach the key extractor.
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let health = common::get_url(format!("http://{addr}/health")).await;
+    assert_eq!(health.status(), 200);
 }

@@ -12,6 +12,7 @@
 //! line.
 
 pub mod headers;
+mod pool;
 mod upstream;
 
 use std::convert::Infallible;
@@ -33,8 +34,10 @@ use tower::Service;
 use self::upstream::{Clients, Pool};
 use crate::config::{Config, ProxyConfig, Route};
 
+pub use self::pool::PooledBody;
+
 /// The body of a proxied response: the upstream's, streamed, or the proxy's own.
-pub type ProxyBody = Either<Incoming, Full<Bytes>>;
+pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 /// Forwards requests to upstreams. Cheap to clone.
 #[derive(Clone)]
@@ -56,7 +59,11 @@ impl Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 routes: config.routes.clone(),
-                pools: config.upstreams.iter().map(Pool::new).collect(),
+                pools: config
+                    .upstreams
+                    .iter()
+                    .map(|u| Pool::new(u, &config.proxy))
+                    .collect(),
                 clients: Clients::new(&config.proxy),
                 config: config.proxy.clone(),
                 in_flight: Arc::new(Semaphore::new(config.proxy.max_concurrent_requests)),
@@ -110,7 +117,7 @@ impl Inner {
             return local_response(StatusCode::NOT_FOUND, "no route for this request");
         };
         let pool = &self.pools[route.upstream];
-        let endpoint = pool.next();
+        let (endpoint, connections) = pool.next();
 
         let peer = request
             .extensions()
@@ -127,7 +134,14 @@ impl Inner {
             .path_and_query()
             .map_or("/", |p| p.as_str())
             .to_owned();
-        let uri = match upstream::target(endpoint, &path) {
+        // HTTP/1.1 connections take the origin form (`/path?query`); the h2c client
+        // wants the absolute URI to derive `:scheme` and `:authority`.
+        let uri = if pool.h2c {
+            upstream::target(endpoint, &path)
+        } else {
+            http::Uri::try_from(path.as_str()).map_err(http::Error::from)
+        };
+        let uri = match uri {
             Ok(uri) => uri,
             Err(e) => {
                 tracing::warn!(%e, path, "cannot build upstream URI");
@@ -144,27 +158,34 @@ impl Inner {
         } else if let Some(v) = host.and_then(|h| http::HeaderValue::try_from(h).ok()) {
             request.headers_mut().insert(http::header::HOST, v);
         }
-        *request.version_mut() = if pool.h2c {
-            request.headers_mut().remove(http::header::HOST);
-            Version::HTTP_2
-        } else {
-            Version::HTTP_11
-        };
 
         let started = Instant::now();
-        let client = self.clients.for_pool(pool);
-        let sent = tokio::time::timeout(self.config.request_timeout, client.request(request)).await;
-        metrics::histogram!("tollgate_upstream_duration_seconds", "upstream" => pool.name.clone())
-            .record(started.elapsed().as_secs_f64());
+        let sent = if pool.h2c {
+            request.headers_mut().remove(http::header::HOST);
+            *request.version_mut() = Version::HTTP_2;
+            let client = self.clients.h2c();
+            tokio::time::timeout(self.config.request_timeout, client.request(request))
+                .await
+                .map(|r| {
+                    r.map(|res| res.map(PooledBody::unpooled))
+                        .map_err(|e| (e.is_connect(), error_chain(&e)))
+                })
+        } else {
+            *request.version_mut() = Version::HTTP_11;
+            tokio::time::timeout(self.config.request_timeout, connections.send(request))
+                .await
+                .map(|r| r.map_err(|e| (e.is_connect(), error_chain(&e))))
+        };
+        pool.latency.record(started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(mut response)) => {
                 headers::strip_hop_by_hop(response.headers_mut());
                 response.map(Either::Left)
             }
-            Ok(Err(e)) => {
-                let kind = if e.is_connect() { "connect" } else { "other" };
+            Ok(Err((connect, error))) => {
+                let kind = if connect { "connect" } else { "other" };
                 metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => kind).increment(1);
-                tracing::warn!(upstream = %pool.name, %endpoint, error = %error_chain(&e), "upstream failed");
+                tracing::warn!(upstream = %pool.name, %endpoint, %error, "upstream failed");
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
             Err(_) => {

@@ -1,6 +1,7 @@
 //! Upstream endpoints, round-robin, and the pooled clients that reach them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use http::uri::{PathAndQuery, Uri};
 use hyper::body::Incoming;
@@ -8,27 +9,40 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use super::pool::Endpoint;
 use crate::config::{ProxyConfig, Upstream};
 
 pub(super) struct Pool {
     pub(super) name: String,
-    endpoints: Vec<Uri>,
+    endpoints: Vec<(Uri, Arc<Endpoint>)>,
     next: AtomicUsize,
     pub(super) h2c: bool,
+    /// Time to the upstream's response head, resolved once rather than per request.
+    pub(super) latency: metrics::Histogram,
 }
 
 impl Pool {
-    pub(super) fn new(upstream: &Upstream) -> Self {
+    pub(super) fn new(upstream: &Upstream, config: &ProxyConfig) -> Self {
         Pool {
             name: upstream.name.clone(),
-            endpoints: upstream.endpoints.clone(),
+            endpoints: upstream
+                .endpoints
+                .iter()
+                .map(|uri| {
+                    (
+                        uri.clone(),
+                        Endpoint::new(uri, config.connect_timeout, config.idle_timeout),
+                    )
+                })
+                .collect(),
             next: AtomicUsize::new(0),
             h2c: upstream.h2c,
+            latency: metrics::histogram!("tollgate_upstream_duration_seconds", "upstream" => upstream.name.clone()),
         }
     }
 
     /// The next endpoint, round-robin.
-    pub(super) fn next(&self) -> &Uri {
+    pub(super) fn next(&self) -> &(Uri, Arc<Endpoint>) {
         let i = self.next.fetch_add(1, Ordering::Relaxed);
         &self.endpoints[i % self.endpoints.len()]
     }
@@ -43,9 +57,9 @@ pub(super) fn target(endpoint: &Uri, path: &str) -> Result<Uri, http::Error> {
 
 type HttpClient = Client<HttpConnector, Incoming>;
 
-/// One keep-alive pool for HTTP/1.1 upstreams and one for h2c upstreams.
+/// The client for h2c upstreams: HTTP/2 multiplexes requests over one connection, which
+/// hyper-util's client manages well. (HTTP/1.1 upstreams use [`Endpoint`] pools.)
 pub(super) struct Clients {
-    http1: HttpClient,
     h2c: HttpClient,
 }
 
@@ -55,26 +69,18 @@ impl Clients {
         connector.set_connect_timeout(Some(config.connect_timeout));
         connector.set_nodelay(true);
         connector.enforce_http(true);
-        let build = |h2: bool| {
-            let mut builder = Client::builder(TokioExecutor::new());
-            builder
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(config.idle_timeout)
-                .http2_only(h2);
-            builder.build(connector.clone())
-        };
+        let mut builder = Client::builder(TokioExecutor::new());
+        builder
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(config.idle_timeout)
+            .http2_only(true);
         Clients {
-            http1: build(false),
-            h2c: build(true),
+            h2c: builder.build(connector),
         }
     }
 
-    pub(super) fn for_pool(&self, pool: &Pool) -> &HttpClient {
-        if pool.h2c {
-            &self.h2c
-        } else {
-            &self.http1
-        }
+    pub(super) fn h2c(&self) -> &HttpClient {
+        &self.h2c
     }
 }

@@ -1,0 +1,235 @@
+//! Keep-alive connections to HTTP/1.1 upstream endpoints.
+//!
+//! hyper-util's general-purpose pooled client costs, per request, a pool lock keyed by
+//! authority, channel hops and — because the sidecar streams response bodies — an extra
+//! spawned task to put the connection back (measured in `docs/benchmarks.md`). A proxy
+//! knows its endpoints up front, so each endpoint gets a plain stack of idle
+//! [`SendRequest`] handles from hyper's connection-level API:
+//!
+//! - a request takes an idle connection that is ready (or dials a new one, bounded by the
+//!   connect timeout);
+//! - the connection rides along inside the response body ([`PooledBody`]) and goes back
+//!   to the stack when the body has been read to its end — HTTP/1.1 cannot start the next
+//!   request on it before; a body dropped early takes its connection with it;
+//! - connections idle longer than the idle timeout, or closed by the upstream, are
+//!   discarded when next looked at;
+//! - a request that hyper could not even start sending on a pooled connection (the
+//!   upstream closed it meanwhile) is retried once on a fresh one: nothing of it reached
+//!   the upstream, so the retry cannot duplicate it.
+
+use std::pin::Pin;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, Response, Uri};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper::client::conn::http1::{self, SendRequest};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+/// Why a request could not be sent upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum SendError {
+    /// The TCP connection could not be made.
+    #[error("connect to {authority}: {source}")]
+    Connect {
+        /// Where.
+        authority: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The TCP connection was not made within the connect timeout.
+    #[error("connect to {0}: timed out")]
+    ConnectTimeout(String),
+    /// The HTTP exchange failed.
+    #[error("http: {0}")]
+    Http(#[from] hyper::Error),
+}
+
+impl SendError {
+    /// Whether the upstream could not be reached at all.
+    pub fn is_connect(&self) -> bool {
+        matches!(
+            self,
+            SendError::Connect { .. } | SendError::ConnectTimeout(_)
+        )
+    }
+}
+
+struct Idle {
+    sender: SendRequest<Incoming>,
+    since: Instant,
+}
+
+/// The idle connections of one endpoint.
+pub struct Endpoint {
+    authority: String,
+    idle: Mutex<Vec<Idle>>,
+    max_idle: usize,
+    idle_timeout: Duration,
+    connect_timeout: Duration,
+}
+
+impl Endpoint {
+    /// An endpoint reached at `uri`'s authority.
+    pub fn new(uri: &Uri, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+        let authority = uri.authority().map_or_else(String::new, |a| {
+            if a.port().is_some() {
+                a.to_string()
+            } else {
+                format!("{a}:80")
+            }
+        });
+        Arc::new(Endpoint {
+            authority,
+            idle: Mutex::new(Vec::new()),
+            max_idle: 512,
+            idle_timeout,
+            connect_timeout,
+        })
+    }
+
+    fn pop_idle(&self) -> Option<SendRequest<Incoming>> {
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < self.idle_timeout && !conn.sender.is_closed() {
+                return Some(conn.sender);
+            }
+        }
+        None
+    }
+
+    /// An idle connection ready for a request. A connection goes back to the stack the
+    /// moment its last body frame is read, a moment before its task marks it ready
+    /// again, so readiness is awaited here (briefly) rather than demanded there.
+    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        while let Some(mut sender) = self.pop_idle() {
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
+            {
+                return Some(sender);
+            }
+        }
+        None
+    }
+
+    fn put_back(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
+            return;
+        }
+        let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
+        if idle.len() < self.max_idle {
+            idle.push(Idle {
+                sender,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self) -> Result<SendRequest<Incoming>, SendError> {
+        let stream =
+            tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
+                .await
+                .map_err(|_| SendError::ConnectTimeout(self.authority.clone()))?
+                .map_err(|source| SendError::Connect {
+                    authority: self.authority.clone(),
+                    source,
+                })?;
+        let _ = stream.set_nodelay(true);
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) and returns the response, whose
+    /// body returns the connection to this endpoint when read to its end.
+    pub async fn send(
+        self: &Arc<Self>,
+        mut request: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, SendError> {
+        let mut fresh = false;
+        loop {
+            let mut sender = match self.take_idle().await {
+                Some(sender) => sender,
+                None => {
+                    fresh = true;
+                    self.connect().await?
+                }
+            };
+            match sender.try_send_request(request).await {
+                Ok(response) => {
+                    let endpoint = self.clone();
+                    return Ok(response.map(|body| {
+                        let mut body = PooledBody {
+                            body,
+                            home: Some((sender, endpoint)),
+                        };
+                        // An empty body (HEAD, 204, 304) may never be polled.
+                        if body.body.is_end_stream() {
+                            body.release();
+                        }
+                        body
+                    }));
+                }
+                Err(mut e) => match e.take_message() {
+                    // Never started on a pooled connection: safe to try a fresh one.
+                    Some(unsent) if !fresh => request = unsent,
+                    _ => return Err(SendError::Http(e.into_error())),
+                },
+            }
+        }
+    }
+}
+
+/// An upstream response body that returns its connection to the pool at its end.
+pub struct PooledBody {
+    body: Incoming,
+    home: Option<(SendRequest<Incoming>, Arc<Endpoint>)>,
+}
+
+impl PooledBody {
+    /// A body with no connection to return (HTTP/2 upstreams multiplex instead).
+    pub fn unpooled(body: Incoming) -> Self {
+        PooledBody { body, home: None }
+    }
+
+    fn release(&mut self) {
+        if let Some((sender, endpoint)) = self.home.take() {
+            endpoint.put_back(sender);
+        }
+    }
+}
+
+impl Body for PooledBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let frame = Pin::new(&mut self.body).poll_frame(cx);
+        match &frame {
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
+            Poll::Ready(Some(Err(_))) => self.home = None,
+            _ => {}
+        }
+        frame
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
