@@ -26,10 +26,18 @@ echo "==> cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 
 echo "==> tests"
+# The binaries' crates are tested as they are built for users (default features), so a
+# feature missing from their Cargo.toml cannot hide behind --all-features; the library
+# is tested with every feature (its axum/tonic tests declare required-features).
 if command -v cargo-nextest >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-features --no-fail-fast
+  cargo nextest run --workspace --no-fail-fast
+  cargo nextest run -p tollgate --all-features --no-fail-fast
   # nextest does not run doc tests.
   cargo test --workspace --all-features --doc
 else
-  cargo test --workspace --all-features --no-fail-fast
+  cargo test --workspace --no-fail-fast
+  cargo test -p tollgate --all-features --no-fail-fast
 fi
+
+echo "==> end-to-end: the compose stack (skipped, and says so, when docker is unavailable)"
+./scripts/e2e.sh
