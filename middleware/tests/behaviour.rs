@@ -19,6 +19,18 @@ async fn serve(layer: RateLimitLayer) -> SocketAddr {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .route("/users/{id}", get(|| async { "user" }))
+        .route(
+            "/own-limits",
+            get(|| async {
+                (
+                    [
+                        ("ratelimit-policy", "\"inner\";q=5;w=1"),
+                        ("ratelimit", "\"inner\";r=4;t=1"),
+                    ],
+                    "limited inside too",
+                )
+            }),
+        )
         .route("/upload", post(|| async { "stored" }))
         .layer(layer);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -150,6 +162,24 @@ async fn route_keys_share_a_bucket_per_route_template() {
         "all /users/{{id}} share one bucket"
     );
     assert_eq!(status("/").await, 200, "another route, another bucket");
+}
+
+#[tokio::test]
+async fn inner_rate_limit_fields_are_extended_not_replaced() {
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("outer", spec("10/m"), Key::global()))
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(limiter)).await;
+    let res = get_url(format!("http://{addr}/own-limits")).await;
+    assert_eq!(
+        res.headers()["ratelimit-policy"],
+        "\"inner\";q=5;w=1, \"outer\";q=10;w=60"
+    );
+    assert_eq!(
+        res.headers()["ratelimit"],
+        "\"inner\";r=4;t=1, \"outer\";r=9;t=6"
+    );
 }
 
 #[tokio::test]

@@ -20,6 +20,7 @@ mod deny_cache;
 mod failure;
 pub(crate) mod metrics;
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -73,6 +74,45 @@ struct Inner {
     deny_cache: Option<DenyCache>,
     shadow: bool,
     clock: Arc<dyn Clock>,
+    log: LogThrottle,
+}
+
+/// At most one store-failure warning per second: an outage under load would otherwise
+/// write one line per request.
+#[derive(Debug)]
+struct LogThrottle {
+    epoch: Instant,
+    /// Milliseconds since `epoch` of the last line written, plus one (0 = never).
+    last_ms: AtomicU64,
+    suppressed: AtomicU64,
+}
+
+impl LogThrottle {
+    fn new() -> Self {
+        LogThrottle {
+            epoch: Instant::now(),
+            last_ms: AtomicU64::new(0),
+            suppressed: AtomicU64::new(0),
+        }
+    }
+
+    /// `Some(lines suppressed since the last one)` when a line may be written now.
+    fn permit(&self) -> Option<u64> {
+        let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
+        let last = self.last_ms.load(Ordering::Relaxed);
+        if last != 0 && now - last < 1000 {
+            self.suppressed.fetch_add(1, Ordering::Relaxed);
+            return None;
+        }
+        self.last_ms
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .ok()
+            .map(|_| self.suppressed.swap(0, Ordering::Relaxed))
+            .or_else(|| {
+                self.suppressed.fetch_add(1, Ordering::Relaxed);
+                None
+            })
+    }
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -221,6 +261,7 @@ impl RateLimiterBuilder {
                 deny_cache: (self.deny_cache && !local).then(DenyCache::default),
                 shadow: self.shadow,
                 clock,
+                log: LogThrottle::new(),
             }),
         })
     }
@@ -508,7 +549,9 @@ impl RateLimiter {
         let inner = &self.inner;
         metrics::store_error(inner.store_kind, error.kind());
         if !matches!(error, StoreError::CircuitOpen) {
-            tracing::warn!(store = inner.store_kind, %error, mode = ?inner.failure_mode, "rate-limit store failed");
+            if let Some(suppressed) = inner.log.permit() {
+                tracing::warn!(store = inner.store_kind, %error, mode = ?inner.failure_mode, suppressed, "rate-limit store failed");
+            }
         }
         let policy = Some(pending.policy.clone());
         match (inner.failure_mode, &inner.fallback) {

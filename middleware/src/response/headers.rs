@@ -53,11 +53,8 @@ pub fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision, s
                 ceil_secs(l.verdict.reset_after_us)
             );
         }
-        // Built from digits and validated names only: always a valid header value.
-        if let (Ok(p), Ok(s)) = (HeaderValue::try_from(policy), HeaderValue::try_from(state)) {
-            headers.insert(RATELIMIT_POLICY, p);
-            headers.insert(RATELIMIT, s);
-        }
+        append_list(headers, RATELIMIT_POLICY, policy);
+        append_list(headers, RATELIMIT, state);
     }
     if style.legacy {
         if let Some(tightest) = tightest(&decision.limits) {
@@ -68,6 +65,20 @@ pub fn insert_rate_limit_headers(headers: &mut HeaderMap, decision: &Decision, s
                 HeaderValue::from(ceil_secs(tightest.verdict.reset_after_us)),
             );
         }
+    }
+}
+
+/// Sets a structured-field list header, or extends it when the inner service (an
+/// upstream behind the sidecar, a nested limiter) already sent one: both sets of
+/// quotas apply, so the client must see both.
+fn append_list(headers: &mut HeaderMap, name: HeaderName, items: String) {
+    let value = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(existing) if !existing.trim().is_empty() => format!("{existing}, {items}"),
+        _ => items,
+    };
+    // Built from digits, validated names and a header that was already valid text.
+    if let Ok(v) = HeaderValue::try_from(value) {
+        headers.insert(name, v);
     }
 }
 
