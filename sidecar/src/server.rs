@@ -13,6 +13,7 @@
 use std::convert::Infallible;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use http::{Request, Response};
@@ -37,20 +38,48 @@ pub struct ServerLimits {
     pub shutdown_grace: Duration,
 }
 
+/// Per-status response counters, registered on first use and then reused, so a request
+/// does not build a metric key (and allocate its label) each time.
+struct StatusCounters {
+    by_code: Box<[OnceLock<metrics::Counter>]>,
+}
+
+impl StatusCounters {
+    fn new() -> Self {
+        StatusCounters {
+            by_code: (100..1000).map(|_| OnceLock::new()).collect(),
+        }
+    }
+
+    fn count(&self, status: http::StatusCode) {
+        // StatusCode is always within 100..=999.
+        let slot = &self.by_code[usize::from(status.as_u16()) - 100];
+        slot.get_or_init(|| {
+            metrics::counter!("tollgate_proxy_requests_total", "status" => status.as_str().to_owned())
+        })
+        .increment(1);
+    }
+}
+
+struct Meters {
+    in_flight: metrics::Gauge,
+    statuses: StatusCounters,
+}
+
 async fn handle(
     state: Shared,
+    meters: Arc<Meters>,
     peer: SocketAddr,
     mut request: Request<Incoming>,
 ) -> Result<Response<ResponseBody<ProxyBody>>, Infallible> {
     request.extensions_mut().insert(PeerAddr(peer));
     // One load per request: a reload in the middle never splits a request.
     let runtime = state.load_full();
-    metrics::gauge!("tollgate_proxy_in_flight").increment(1.0);
+    meters.in_flight.increment(1.0);
     let response = runtime.stack.clone().oneshot(request).await;
-    metrics::gauge!("tollgate_proxy_in_flight").decrement(1.0);
+    meters.in_flight.decrement(1.0);
     if let Ok(response) = &response {
-        metrics::counter!("tollgate_proxy_requests_total", "status" => response.status().as_str().to_owned())
-            .increment(1);
+        meters.statuses.count(response.status());
     }
     response
 }
@@ -73,6 +102,10 @@ pub async fn serve(
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
     let graceful = GracefulShutdown::new();
+    let meters = Arc::new(Meters {
+        in_flight: metrics::gauge!("tollgate_proxy_in_flight"),
+        statuses: StatusCounters::new(),
+    });
     tokio::pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -88,9 +121,10 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        let state = state.clone();
-        let service =
-            hyper::service::service_fn(move |request| handle(state.clone(), peer, request));
+        let (state, meters) = (state.clone(), meters.clone());
+        let service = hyper::service::service_fn(move |request| {
+            handle(state.clone(), meters.clone(), peer, request)
+        });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)
             .into_owned();

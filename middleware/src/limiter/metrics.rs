@@ -3,7 +3,10 @@
 //! The application installs the exporter it likes; with none installed these calls
 //! cost a few nanoseconds.
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use metrics::SharedString;
 
 use super::breaker::CircuitState;
 use super::decision::Decision;
@@ -16,7 +19,11 @@ pub(crate) const DENY_CACHE_HITS: &str = "ratelimiter_deny_cache_hits_total";
 pub(crate) const FALLBACK_DECISIONS: &str = "ratelimiter_fallback_decisions_total";
 
 pub(crate) fn decided(decision: &Decision) {
-    let policy = decision.policy.as_deref().unwrap_or("").to_owned();
+    // An `Arc<str>` label is shared, not copied, into the metric key.
+    let policy = decision
+        .policy
+        .clone()
+        .map_or_else(|| SharedString::const_str(""), SharedString::from);
     metrics::counter!(REQUESTS_CHECKED, "policy" => policy, "decision" => decision.metric_label())
         .increment(1);
 }
@@ -33,10 +40,11 @@ pub(crate) fn circuit(store: &'static str, state: CircuitState) {
     metrics::gauge!(CIRCUIT_STATE, "store" => store).set(state as u8 as f64);
 }
 
-pub(crate) fn deny_cache_hit(policy: &str) {
-    metrics::counter!(DENY_CACHE_HITS, "policy" => policy.to_owned()).increment(1);
+pub(crate) fn deny_cache_hit(policy: &Arc<str>) {
+    metrics::counter!(DENY_CACHE_HITS, "policy" => SharedString::from(policy.clone())).increment(1);
 }
 
-pub(crate) fn fallback(policy: &str) {
-    metrics::counter!(FALLBACK_DECISIONS, "policy" => policy.to_owned()).increment(1);
+pub(crate) fn fallback(policy: &Arc<str>) {
+    metrics::counter!(FALLBACK_DECISIONS, "policy" => SharedString::from(policy.clone()))
+        .increment(1);
 }
