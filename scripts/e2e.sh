@@ -18,6 +18,9 @@
 #     fails none (fail-closed: at most 1%), and exits 0 with its summary at the end of its DURATION;
 #   - Redis killed: the sidecars follow their failure mode (open: requests pass; closed: 503),
 #     and count the decisions as errors; Redis started again: limiting recovers;
+#   - one sidecar cut off from Redis (docker network disconnect): it follows its failure mode
+#     while the other two keep the shared limit, and it recovers by itself when reconnected;
+#   - one sidecar of three killed under load: the other two keep the global limit exactly;
 #   - `down -v` leaves no container, network or volume behind (it also runs from an EXIT trap).
 #
 # Prints `e2e: N passed, M failed` last and exits 1 on any failure. When `docker info` fails it
@@ -165,6 +168,17 @@ spread() { # KEY
   done
   SPAN_MS=$((($(date +%s%N) - t0) / 1000000))
   PER_NODE="sidecar-1 ${admitted[0]}, sidecar-2 ${admitted[1]}, sidecar-3 ${admitted[2]}"
+}
+# Sends SENT requests for KEY round-robin over the given proxy ports only; sets TALLY.
+spread_over() { # KEY PORT...
+  local key=$1 i code
+  shift
+  local -a ports=("$@")
+  TALLY=()
+  for ((i = 0; i < SENT; i++)); do
+    code=$(status_via "${ports[i % ${#ports[@]}]}" "$key")
+    TALLY[$code]=$((${TALLY[$code]:-0} + 1))
+  done
 }
 tally_text() {
   local code out=""
@@ -389,5 +403,66 @@ check $? "Redis back: the shared limit holds again, $LIMIT of $SENT admitted \
 
 wait_healthy 60 sidecar-1 sidecar-2 sidecar-3
 check $? "sidecars report ready again after the outage${NOT_HEALTHY:+ (not healthy: $NOT_HEALTHY)}"
+
+# ---- one sidecar cut off from Redis ------------------------------------------------------
+# Redis is alone on the `store` network: disconnecting sidecar-1 from it is an outage for
+# sidecar-1 only (packets vanish: no RST, so only timeouts and the breaker can tell).
+STORE_NET=$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT" \
+  --filter "label=com.docker.compose.network=store")
+S1=$(dc ps -q sidecar-1)
+log "cutting sidecar-1 off from redis (docker network disconnect)"
+docker network disconnect "$STORE_NET" "$S1" >/dev/null 2>&1
+codes=""
+t0=$(date +%s%N)
+for _ in 1 2 3 4 5 6; do codes+="$(status_via "$SIDECAR_1_PORT" "e2e-cut-$RUN_ID") "; done
+cut_ms=$((($(date +%s%N) - t0) / 1000000))
+case "$SIDECAR_FAILURE_MODE" in
+  closed) want="503 503 503 503 503 503 " ;;
+  *) want="200 200 200 200 200 200 " ;;
+esac
+[ "$codes" = "$want" ]
+check $? "sidecar-1 cut from redis follows failure mode $SIDECAR_FAILURE_MODE, 6 requests in ${cut_ms} ms \
+(got: ${codes% })"
+spread_over "e2e-cut-others-$RUN_ID" "$SIDECAR_2_PORT" "$SIDECAR_3_PORT"
+[ "${TALLY[200]:-0}" -eq "$LIMIT" ] && [ "${TALLY[429]:-0}" -eq $((SENT - LIMIT)) ]
+check $? "meanwhile sidecar-2 and sidecar-3 still share the limit: $LIMIT of $SENT (got $(tally_text))"
+log "reconnecting sidecar-1 to redis"
+docker network connect "$STORE_NET" "$S1" >/dev/null 2>&1
+t=$SECONDS
+deadline=$((SECONDS + 60))
+attempt=0
+while :; do
+  attempt=$((attempt + 1))
+  spread_over "e2e-reconnected-$RUN_ID-$attempt" "$SIDECAR_1_PORT"
+  [ "${TALLY[200]:-0}" -eq "$LIMIT" ] && [ "${TALLY[429]:-0}" -eq $((SENT - LIMIT)) ] && break
+  [ "$SECONDS" -ge "$deadline" ] && break
+  sleep 2
+done
+[ "${TALLY[200]:-0}" -eq "$LIMIT" ] && [ "${TALLY[429]:-0}" -eq $((SENT - LIMIT)) ]
+check $? "sidecar-1 reconnected recovers by itself: $LIMIT of $SENT admitted \
+($((SECONDS - t)) s, attempt $attempt; got $(tally_text))"
+
+# ---- one sidecar of three killed under load ----------------------------------------------
+log "killing sidecar-3 while traffic runs through all three"
+(
+  end=$((SECONDS + 6))
+  i=0
+  while [ "$SECONDS" -lt "$end" ] && [ "$i" -lt 3000 ]; do
+    status_via "${PROXY_PORTS[i % 3]}" "e2e-background-$RUN_ID-$((i % 7))" >/dev/null
+    i=$((i + 1))
+  done
+) &
+background=$!
+sleep 2
+dc kill sidecar-3 >/dev/null 2>&1
+spread_over "e2e-survivors-$RUN_ID" "$SIDECAR_1_PORT" "$SIDECAR_2_PORT"
+survivors="$(tally_text)"
+wait "$background" 2>/dev/null
+[ "${TALLY[200]:-0}" -eq "$LIMIT" ] && [ "${TALLY[429]:-0}" -eq $((SENT - LIMIT)) ]
+check $? "sidecar-3 killed under load: sidecar-1 and sidecar-2 keep the global limit, $LIMIT of $SENT \
+(got $survivors)"
+dc start sidecar-3 >/dev/null 2>&1
+wait_healthy 60 sidecar-3
+check $? "sidecar-3 restarted and ready${NOT_HEALTHY:+ (not healthy: $NOT_HEALTHY)}"
 
 finish
