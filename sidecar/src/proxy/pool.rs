@@ -107,6 +107,10 @@ impl Endpoint {
     /// again, so readiness is awaited here (briefly) rather than demanded there.
     async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
         while let Some(mut sender) = self.pop_idle() {
+            // Usually ready already: no timer armed on the common path.
+            if sender.is_ready() {
+                return Some(sender);
+            }
             if let Ok(Ok(())) =
                 tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
             {
