@@ -241,8 +241,7 @@ impl RateLimiterBuilder {
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::builder().clock(clock.clone()).build()));
-        // A local store needs neither a cache of its own refusals nor a fallback.
-        let local = store.check_now(&[], 1).is_some();
+        let local = store.is_local();
         let fallback = (self.failure_mode == FailureMode::Local && !local).then(|| {
             MemoryStore::builder()
                 .max_keys(self.fallback_max_keys)

@@ -307,6 +307,10 @@ impl Store for MemoryStore {
         Some(Ok(self.decide(checks, cost)))
     }
 
+    fn is_local(&self) -> bool {
+        true
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
     }

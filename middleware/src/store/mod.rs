@@ -98,6 +98,12 @@ pub trait Store: Send + Sync + 'static {
         None
     }
 
+    /// Whether state lives in this process. A local store needs no deny cache (it
+    /// answers as fast as the cache would) and no local fallback (it cannot fail).
+    fn is_local(&self) -> bool {
+        false
+    }
+
     /// Whether the store is reachable now (used by readiness probes).
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

@@ -17,7 +17,6 @@ mod upstream;
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -206,9 +205,4 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
-}
-
-/// For logs: where a request came from.
-pub fn peer_of(request: &Request<Incoming>) -> Option<SocketAddr> {
-    request.extensions().get::<PeerAddr>().map(|p| p.0)
 }
