@@ -128,24 +128,24 @@ impl Inner {
         if pool.h2c && wants_trailers {
             headers::keep_trailers(request.headers_mut());
         }
+        // Shares the request's bytes: no copy of the path.
         let path = request
             .uri()
             .path_and_query()
-            .map_or("/", |p| p.as_str())
-            .to_owned();
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         // HTTP/1.1 connections take the origin form (`/path?query`); the h2c client
         // wants the absolute URI to derive `:scheme` and `:authority`.
         let uri = if pool.h2c {
-            upstream::target(endpoint, &path)
-        } else {
-            http::Uri::try_from(path.as_str()).map_err(http::Error::from)
-        };
-        let uri = match uri {
-            Ok(uri) => uri,
-            Err(e) => {
-                tracing::warn!(%e, path, "cannot build upstream URI");
-                return local_response(StatusCode::BAD_REQUEST, "invalid request target");
+            match upstream::target(endpoint, path) {
+                Ok(uri) => uri,
+                Err(e) => {
+                    tracing::warn!(%e, "cannot build upstream URI");
+                    return local_response(StatusCode::BAD_REQUEST, "invalid request target");
+                }
             }
+        } else {
+            http::Uri::from(path)
         };
         *request.uri_mut() = uri;
         if self.config.rewrite_host || host.is_none() {
@@ -154,8 +154,11 @@ impl Inner {
                     request.headers_mut().insert(http::header::HOST, v);
                 }
             }
-        } else if let Some(v) = host.and_then(|h| http::HeaderValue::try_from(h).ok()) {
-            request.headers_mut().insert(http::header::HOST, v);
+        } else if !request.headers().contains_key(http::header::HOST) {
+            // An HTTP/2 client names the host in `:authority`; HTTP/1.1 needs `Host`.
+            if let Some(v) = host.and_then(|h| http::HeaderValue::try_from(h).ok()) {
+                request.headers_mut().insert(http::header::HOST, v);
+            }
         }
 
         let started = Instant::now();

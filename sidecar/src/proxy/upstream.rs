@@ -49,10 +49,13 @@ impl Pool {
 }
 
 /// `endpoint` + the request's path and query.
-pub(super) fn target(endpoint: &Uri, path: &str) -> Result<Uri, http::Error> {
+pub(super) fn target(
+    endpoint: &Uri,
+    path: PathAndQuery,
+) -> Result<Uri, http::uri::InvalidUriParts> {
     let mut parts = endpoint.clone().into_parts();
-    parts.path_and_query = Some(PathAndQuery::try_from(path)?);
-    Ok(Uri::from_parts(parts)?)
+    parts.path_and_query = Some(path);
+    Uri::from_parts(parts)
 }
 
 type HttpClient = Client<HttpConnector, Incoming>;
