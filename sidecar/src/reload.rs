@@ -1,8 +1,10 @@
 //! Hot reload: on SIGHUP, and when the config file changes.
 //!
-//! The file is polled (its modification time and size, every second) rather than
-//! watched with inotify: polling works the same on bind mounts, ConfigMaps replaced by
-//! symlink swaps and network filesystems, and costs one `stat` a second.
+//! The file's contents are polled every second rather than watched with inotify:
+//! polling works the same on bind mounts, ConfigMaps replaced by symlink swaps and
+//! network filesystems, and reading a small file once a second costs nothing. Contents,
+//! not modification times: two writes of equal size within one tick of the kernel's
+//! coarse file clock (a few milliseconds) carry the same mtime and size.
 //!
 //! A reload re-reads the file, applies the same flags as at start, validates, builds a
 //! new [`Runtime`] and swaps it in. If any step fails, the error is logged with its
@@ -12,7 +14,7 @@
 
 use std::path::Path;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::runtime::{Runtime, Shared, Stores};
@@ -48,9 +50,13 @@ pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
     }
 }
 
-fn stamp(path: &Path) -> Option<(SystemTime, u64)> {
-    let meta = std::fs::metadata(path).ok()?;
-    Some((meta.modified().ok()?, meta.len()))
+/// What identifies a version of the file: a hash of its bytes.
+fn stamp(path: &Path) -> Option<u64> {
+    let bytes = std::fs::read(path).ok()?;
+    Some(std::hash::BuildHasher::hash_one(
+        &std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
+        &bytes,
+    ))
 }
 
 /// Reloads on SIGHUP and on file changes, forever.
