@@ -88,6 +88,39 @@ async fn wait_ready(admin: SocketAddr) {
     panic!("sidecar never became ready");
 }
 
+struct Running {
+    child: Proc,
+    upstream: SocketAddr,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+    path: PathBuf,
+}
+
+/// Starts a real upstream and the sidecar binary with a config file (`file_name`, one
+/// policy of `rate`), and waits until it is ready.
+async fn run_with_config(file_name: &str, rate: &str) -> Running {
+    let upstream = common::upstream().await;
+    let (proxy, admin) = (free_addr(), free_addr());
+    let path = temp_file(file_name);
+    write(&path, &config_text(upstream, proxy, admin, rate));
+    let child = Proc(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_ready(admin).await;
+    Running {
+        child,
+        upstream,
+        proxy,
+        admin,
+        path,
+    }
+}
+
 async fn policy_header(proxy: SocketAddr, key: &str) -> (u16, String) {
     let res = reqwest::Client::new()
         .get(format!("http://{proxy}/echo/limited"))
@@ -165,19 +198,13 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
 
 #[tokio::test]
 async fn reload_applies_good_configs_and_keeps_serving_through_bad_ones() {
-    let upstream = common::upstream().await;
-    let (proxy, admin) = (free_addr(), free_addr());
-    let path = temp_file("reload.toml");
-    write(&path, &config_text(upstream, proxy, admin, "2/m"));
-    let child = Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    wait_ready(admin).await;
+    let Running {
+        child,
+        upstream,
+        proxy,
+        admin,
+        path,
+    } = run_with_config("reload.toml", "2/m").await;
     assert_eq!(
         policy_header(proxy, "a").await,
         (200, "\"per-key\";q=2;w=60".into())
@@ -263,19 +290,12 @@ async fn reload_applies_good_configs_and_keeps_serving_through_bad_ones() {
 
 #[tokio::test]
 async fn sigterm_drains_in_flight_requests_then_exits_0() {
-    let upstream = common::upstream().await;
-    let (proxy, admin) = (free_addr(), free_addr());
-    let path = temp_file("drain.toml");
-    write(&path, &config_text(upstream, proxy, admin, "100/m"));
-    let mut child = Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
-    wait_ready(admin).await;
+    let Running {
+        mut child,
+        proxy,
+        admin,
+        ..
+    } = run_with_config("drain.toml", "100/m").await;
     // The upstream takes 3 s to answer /slow.
     let slow = tokio::spawn(async move { reqwest::get(format!("http://{proxy}/slow")).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
