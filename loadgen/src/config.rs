@@ -116,7 +116,7 @@ pub enum Progress {
 #[derive(Debug, Clone)]
 pub struct Config {
     /// Base URLs without a trailing slash, used round-robin in this order.
-    pub targets: Vec<String>,
+    pub targets: Vec<Target>,
     /// Arrival rates over time (steady rate and burst phases).
     pub schedule: Schedule,
     /// Stop issuing after this long; `None` runs until the shutdown signal.
@@ -310,7 +310,20 @@ impl Config {
     }
 }
 
-fn parse_targets(raw: &str) -> Result<Vec<String>, ConfigError> {
+/// One validated target: what `TARGETS` named, parsed once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The base URL as given, without a trailing `/` (for reports).
+    pub base: String,
+    /// `host:port` as written, for the `Host` header.
+    pub authority: http::uri::Authority,
+    /// The host to dial (IPv6 literals without their brackets).
+    pub host: String,
+    /// The port to dial (80 when omitted).
+    pub port: u16,
+}
+
+fn parse_targets(raw: &str) -> Result<Vec<Target>, ConfigError> {
     let bad = |expected: String| ConfigError::invalid("TARGETS", "targets", raw, expected);
     let mut targets = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -322,15 +335,23 @@ fn parse_targets(raw: &str) -> Result<Vec<String>, ConfigError> {
                 "{part:?} must start with http:// (TLS is not supported)"
             )));
         }
-        if uri.authority().is_none() {
+        let (Some(authority), Some(host)) = (uri.authority(), uri.host()) else {
             return Err(bad(format!("{part:?} has no host")));
-        }
+        };
         if !matches!(uri.path(), "" | "/") || uri.query().is_some() {
             return Err(bad(format!(
                 "{part:?} must be a base URL without a path or query"
             )));
         }
-        targets.push(part.trim_end_matches('/').to_owned());
+        targets.push(Target {
+            base: part.trim_end_matches('/').to_owned(),
+            authority: authority.clone(),
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port: uri.port_u16().unwrap_or(80),
+        });
     }
     if targets.is_empty() {
         return Err(bad("at least one base URL, comma-separated".into()));
@@ -471,11 +492,27 @@ mod tests {
         }
     }
 
+    fn bases(c: &Config) -> Vec<&str> {
+        c.targets.iter().map(|t| t.base.as_str()).collect()
+    }
+
+    #[test]
+    fn targets_are_parsed_once_into_what_is_dialled() {
+        let c = parse(&["--targets", "http://[::1]:9000/,http://app"]).expect("valid");
+        assert_eq!(bases(&c), ["http://[::1]:9000", "http://app"]);
+        assert_eq!(
+            (c.targets[0].host.as_str(), c.targets[0].port),
+            ("::1", 9000)
+        );
+        assert_eq!(c.targets[0].authority.as_str(), "[::1]:9000");
+        assert_eq!((c.targets[1].host.as_str(), c.targets[1].port), ("app", 80));
+    }
+
     #[test]
     fn defaults_match_the_demo_contract() {
         let c = parse(&[]).expect("defaults are valid");
         assert_eq!(
-            c.targets,
+            bases(&c),
             [
                 "http://sidecar-1:8000",
                 "http://sidecar-2:8000",
@@ -531,7 +568,7 @@ mod tests {
             "7",
         ])
         .expect("valid flags");
-        assert_eq!(c.targets, ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
+        assert_eq!(bases(&c), ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
         assert_eq!(c.schedule.rate(), 250.5);
         assert!(c.schedule.burst().is_none());
         assert_eq!(c.duration, Some(Duration::from_millis(1500)));

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, Uri};
+use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper::client::conn::http1::{self, SendRequest};
 use hyper_util::rt::TokioIo;
@@ -27,6 +27,7 @@ use tokio::net::TcpStream;
 use tokio::sync::OwnedSemaphorePermit;
 use tokio::time::Instant;
 
+use crate::config::Target;
 use crate::keys::KeyId;
 use crate::outcome::{classify, FailReason, Outcome};
 use crate::stats::Recorder;
@@ -93,25 +94,16 @@ struct Shared {
 
 impl Pools {
     /// Pools for `targets` (validated base URLs); nothing connects until the first job.
-    pub fn new(targets: &[String], settings: PoolSettings, recorder: Arc<Recorder>) -> Self {
+    pub fn new(targets: &[Target], settings: PoolSettings, recorder: Arc<Recorder>) -> Self {
         let targets = targets
             .iter()
             .enumerate()
-            .map(|(target, base)| {
-                let uri: Uri = base
-                    .parse()
-                    .expect("targets are validated as URIs by Config");
-                // IPv6 literals come bracketed in a URI but not in a socket address.
-                let host = uri.host().expect("targets are validated to have a host");
-                let host = host
-                    .trim_start_matches('[')
-                    .trim_end_matches(']')
-                    .to_owned();
+            .map(|(target, t)| {
                 let (queue, jobs) = async_channel::unbounded();
                 let shared = Shared {
                     target,
-                    host,
-                    port: uri.port_u16().unwrap_or(80),
+                    host: t.host.clone(),
+                    port: t.port,
                     jobs,
                     idle: AtomicUsize::new(0),
                     open: AtomicUsize::new(0),

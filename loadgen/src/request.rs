@@ -65,11 +65,7 @@ impl RequestFactory {
             .targets
             .iter()
             .map(|t| {
-                let uri: Uri = t.parse().expect("targets are validated as URIs by Config");
-                let authority = uri
-                    .authority()
-                    .expect("targets are validated to have a host");
-                HeaderValue::from_str(authority.as_str())
+                HeaderValue::from_str(t.authority.as_str())
                     .expect("a URI authority is a valid header value")
             })
             .collect();

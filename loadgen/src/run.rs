@@ -143,7 +143,12 @@ fn banner(config: &Config) -> String {
         config.mode.name(),
         s.rate(),
         config.keys,
-        config.targets.join(",")
+        config
+            .targets
+            .iter()
+            .map(|t| t.base.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
     )
 }
 
@@ -361,7 +366,7 @@ impl Assembly<'_> {
                 .iter()
                 .zip(self.recorder.targets())
                 .map(|(target, c)| TargetSummary {
-                    target: target.clone(),
+                    target: target.base.clone(),
                     requests: c.sent,
                     admitted: c.admitted,
                     blocked: c.blocked,
