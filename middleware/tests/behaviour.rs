@@ -152,7 +152,7 @@ async fn route_keys_share_a_bucket_per_route_template() {
     let addr = serve(RateLimitLayer::new(limiter)).await;
     let status = |path: &'static str| {
         let url = format!("http://{addr}{path}");
-        async move { client().get(url).send().await.expect("send").status() }
+        async move { get_url(url).await.status() }
     };
     assert_eq!(status("/users/1").await, 200);
     assert_eq!(status("/users/2").await, 200);

@@ -60,17 +60,30 @@ async fn timed(limiter: &RateLimiter, key: &str) -> (DecisionKind, Duration) {
     (decision.kind, started.elapsed())
 }
 
-/// Polls until the limiter answers `want` again (the breaker probes every 200 ms).
-async fn until_kind(limiter: &RateLimiter, key: &str, want: DecisionKind) {
+/// Polls (for up to 10 s) until a decision for `key` satisfies `done`; returns it.
+/// The breaker probes every 200 ms, so recovery shows within a few polls.
+async fn until(
+    limiter: &RateLimiter,
+    key: &str,
+    done: impl Fn(&tollgate::Decision) -> bool,
+) -> tollgate::Decision {
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
-        let (kind, _) = timed(limiter, key).await;
-        if kind == want {
-            return;
+        let decision = limiter.check(&request(key)).await;
+        if done(&decision) {
+            return decision;
         }
-        assert!(Instant::now() < deadline, "never recovered; last {kind:?}");
+        assert!(
+            Instant::now() < deadline,
+            "never recovered; last {decision:?}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Polls until the limiter answers `want` again.
+async fn until_kind(limiter: &RateLimiter, key: &str, want: DecisionKind) {
+    until(limiter, key, |d| d.kind == want).await;
 }
 
 #[tokio::test]
@@ -132,16 +145,8 @@ async fn local_fallback_keeps_limiting_during_the_outage() {
     server.restart();
     // Redis restarted empty: once the breaker probes, decisions come from it again and
     // the shared count starts over.
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let d = limiter.check(&request("a")).await;
-        if !d.from_fallback {
-            assert_eq!(d.kind, DecisionKind::Allowed);
-            break;
-        }
-        assert!(Instant::now() < deadline, "never left the fallback");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let d = until(&limiter, "a", |d| !d.from_fallback).await;
+    assert_eq!(d.kind, DecisionKind::Allowed);
 }
 
 #[tokio::test]

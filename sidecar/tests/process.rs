@@ -137,6 +137,15 @@ async fn policy_header(proxy: SocketAddr, key: &str) -> (u16, String) {
     (res.status().as_u16(), policy)
 }
 
+/// Runs the binary on a config file until it exits (invalid configs exit at once).
+fn run_to_exit(path: &Path) -> std::process::Output {
+    Command::new(BIN)
+        .arg("--config")
+        .arg(path)
+        .output()
+        .expect("run")
+}
+
 #[test]
 fn invalid_configuration_exits_64_naming_file_and_field() {
     let path = temp_file("bad.toml");
@@ -144,22 +153,14 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
         &path,
         "[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n\n[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"10/fortnight\"\nkey = \"ip\"\n",
     );
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = run_to_exit(&path);
     assert_eq!(out.status.code(), Some(64));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("policies[0].limits[0].rate"), "{err}");
 
     write(&path, "listen = \"0.0.0.0:8000\"\nlisen = 1\n");
-    let out = Command::new(BIN)
-        .arg("--config")
-        .arg(&path)
-        .output()
-        .expect("run");
+    let out = run_to_exit(&path);
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
 
