@@ -76,6 +76,94 @@ async fn shadow_mode_records_but_never_refuses() {
     }
 }
 
+/// Shadow mode never refuses: not for a missing key, not for a bad cost, not while the
+/// store is down in fail-closed mode. Each outcome is still recorded under its own label.
+#[tokio::test]
+async fn shadow_mode_never_refuses_for_any_reason() {
+    let mut server = RedisServer::start();
+    let store = RedisStore::builder(server.url())
+        .response_timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("store");
+    let limiter = RateLimiter::builder()
+        .store(store)
+        .policy(
+            Policy::single("trial", spec("100/m"), Key::header("x-api-key"))
+                .cost(Cost::header("x-cost", 1, 10))
+                .shadow(true),
+        )
+        .failure_mode(FailureMode::Closed)
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("limiter");
+    let addr = serve(RateLimitLayer::new(limiter.clone())).await;
+    let keyed = |cost: &str| {
+        client()
+            .get(format!("http://{addr}/"))
+            .header("x-api-key", "k")
+            .header("x-cost", cost)
+            .send()
+    };
+    assert_eq!(keyed("1").await.expect("send").status(), 200);
+    // No key, and a cost that is not a number: both would be 400 outside shadow.
+    assert_eq!(get_url(format!("http://{addr}/")).await.status(), 200);
+    assert_eq!(keyed("lots").await.expect("send").status(), 200);
+    let parts = |key: Option<&str>, cost: &str| {
+        let mut request = http::Request::get("/").header("x-cost", cost);
+        if let Some(key) = key {
+            request = request.header("x-api-key", key);
+        }
+        request.body(()).expect("request").into_parts().0
+    };
+    assert_eq!(
+        limiter.check(&parts(None, "1")).await.metric_label(),
+        "shadow_invalid"
+    );
+    assert_eq!(
+        limiter
+            .check(&parts(Some("k"), "lots"))
+            .await
+            .metric_label(),
+        "shadow_invalid"
+    );
+    // Redis down, fail-closed: would be 503.
+    server.kill();
+    assert_eq!(keyed("1").await.expect("send").status(), 200);
+    let decision = limiter.check(&parts(Some("k"), "1")).await;
+    assert!(decision.passes());
+    assert_eq!(decision.metric_label(), "shadow_error");
+}
+
+/// `Key::peer_ip()` in an app served without connect info: the 400 says why.
+#[tokio::test]
+async fn a_missing_peer_address_is_explained_in_the_400() {
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("per-ip", spec("10/m"), Key::peer_ip()))
+        .build()
+        .expect("limiter");
+    let app = Router::new()
+        .route("/", get(|| async { "ok" }))
+        .layer(RateLimitLayer::new(limiter));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Served without `into_make_service_with_connect_info`.
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    let res = get_url(format!("http://{addr}/")).await;
+    assert_eq!(res.status(), 400);
+    let body: serde_json::Value = res.json().await.expect("problem+json");
+    let detail = body["detail"].as_str().expect("detail");
+    assert!(
+        detail.contains("no peer address: serve with connect info"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("into_make_service_with_connect_info"),
+        "{detail}"
+    );
+}
+
 #[tokio::test]
 async fn legacy_headers_and_custom_refusals() {
     let limiter = RateLimiter::builder()

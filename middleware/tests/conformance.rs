@@ -130,6 +130,48 @@ async fn several_limits_are_all_or_nothing_in_both_stores() {
     assert_eq!(m[1].remaining, 0);
 }
 
+/// A refused request consumed nothing, so the limits that would have admitted it must
+/// report the state as it is: `5/m` and `100/h` per key, after 5 admitted requests the
+/// refusal says the hour limit has 95 left (not 94), with the same reset as before.
+#[tokio::test]
+async fn a_refusal_reports_the_other_limits_as_they_are() {
+    let server = RedisServer::start();
+    for (n, algorithm) in ALGORITHMS.into_iter().enumerate() {
+        let pair = Pair::new(&server, &format!("asis{n}"));
+        let checks = [
+            Check::new("{k}:per-minute", spec(algorithm, 5, 60_000, None)),
+            Check::new("{k}:per-hour", spec(algorithm, 100, 3_600_000, None)),
+        ];
+        // The same admitted requests, without the refused ones in between.
+        let baseline = MemoryStore::builder().clock(pair.clock.clone()).build();
+        let mut last = Vec::new();
+        for i in 0..5 {
+            baseline.decide(&checks, 1);
+            let (m, r) = pair.both(&checks, 1).await;
+            assert_eq!(m, r, "{algorithm}: request {i}");
+            assert!(m.iter().all(|v| v.allowed), "{algorithm}: request {i}");
+            last = m;
+        }
+        assert_eq!(last[1].remaining, 95, "{algorithm}");
+        for attempt in 0..3 {
+            let (m, r) = pair.both(&checks, 1).await;
+            assert_eq!(m, r, "{algorithm}: refusal {attempt}");
+            assert!(!m[0].allowed, "{algorithm}: the minute limit refuses");
+            assert!(m[1].allowed, "{algorithm}: the hour limit would admit");
+            assert_eq!(m[1].remaining, 95, "{algorithm}: refusal {attempt}");
+            assert_eq!(m[1].reset_after_us, last[1].reset_after_us, "{algorithm}");
+            assert_eq!(m[1].retry_after_us, 0, "{algorithm}");
+        }
+        // Once the minute has recovered, the next request sees what it would have seen
+        // had the refused ones never been sent.
+        pair.clock.advance(Duration::from_secs(150));
+        let (m, r) = pair.both(&checks, 1).await;
+        assert_eq!(m, r, "{algorithm}: after the minute");
+        assert!(m[0].allowed && m[1].allowed, "{algorithm}");
+        assert_eq!(m, baseline.decide(&checks, 1), "{algorithm}");
+    }
+}
+
 fn arb_spec() -> impl Strategy<Value = LimitSpec> {
     (
         prop::sample::select(ALGORITHMS.to_vec()),

@@ -109,6 +109,18 @@ impl Cli {
             field: field.into(),
             reason,
         };
+        // Each flag's value is checked here, so an error names the flag the user typed
+        // rather than the file field it overrides.
+        for (flag, value) in [
+            ("--listen", &self.listen),
+            ("--admin-listen", &self.admin_listen),
+        ] {
+            if let Some(v) = value {
+                v.parse::<std::net::SocketAddr>().map_err(|_| {
+                    flag_err(flag, format!("{v:?} is not an address like 0.0.0.0:8000"))
+                })?;
+            }
+        }
         if let Some(v) = &self.listen {
             file.listen = Some(v.clone());
         }
@@ -116,13 +128,24 @@ impl Cli {
             file.admin_listen = Some(v.clone());
         }
         if let Some(v) = &self.node_id {
+            if v.is_empty() || v.len() > 128 {
+                return Err(flag_err("--node-id", "must be 1 to 128 characters".into()));
+            }
             file.node_id = Some(v.clone());
         }
         if let Some(url) = &self.redis_url {
+            if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
+                return Err(flag_err(
+                    "--redis-url",
+                    "must start with redis:// or rediss://".into(),
+                ));
+            }
             let section = file.redis.get_or_insert_with(RedisSection::default);
             section.url = url.clone();
         }
         if let Some(v) = &self.failure_mode {
+            v.parse::<tollgate::FailureMode>()
+                .map_err(|e| flag_err("--failure-mode", e))?;
             file.limiter.failure_mode = Some(v.clone());
         }
         if self.shadow {

@@ -72,3 +72,52 @@ pub async fn serve(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     .await?;
     Ok(())
 }
+
+/// `--demo`: a demo upstream on a free loopback port, and the flags that put the
+/// sidecar in front of it (10 per minute per client IP, this machine only) unless the
+/// user gave their own. Bound before the configuration is validated, so the flags can
+/// name its address; it starts serving with [`DemoUpstream::spawn`].
+pub struct DemoUpstream {
+    listener: std::net::TcpListener,
+}
+
+impl DemoUpstream {
+    /// Binds the demo upstream and points `cli` at it.
+    ///
+    /// # Errors
+    ///
+    /// When `--upstream` is also given (the demo is its own upstream: say which you
+    /// mean), or no loopback port can be bound.
+    pub fn prepare(cli: &mut crate::cli::Cli) -> anyhow::Result<Self> {
+        if !cli.upstream.is_empty() {
+            anyhow::bail!(
+                "--demo starts its own upstream and cannot be combined with --upstream \
+                 (or TOLLGATE_UPSTREAM): drop one of them"
+            );
+        }
+        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        cli.upstream = vec![format!("http://{}", listener.local_addr()?)];
+        cli.limit.get_or_insert_with(|| "10/m".into());
+        // A demo is for this machine only, unless asked otherwise.
+        cli.listen.get_or_insert_with(|| "127.0.0.1:8000".into());
+        cli.admin_listen
+            .get_or_insert_with(|| "127.0.0.1:9000".into());
+        Ok(DemoUpstream { listener })
+    }
+
+    /// Serves the demo upstream in the background (inside a Tokio runtime).
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot be handed to Tokio.
+    pub fn spawn(self) -> std::io::Result<()> {
+        self.listener.set_nonblocking(true)?;
+        let listener = tokio::net::TcpListener::from_std(self.listener)?;
+        tokio::spawn(async move {
+            if let Err(e) = serve(listener).await {
+                tracing::error!(error = %e, "demo upstream failed");
+            }
+        });
+        Ok(())
+    }
+}

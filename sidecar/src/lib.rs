@@ -45,7 +45,6 @@ use tokio::net::TcpListener;
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::runtime::{Runtime, Shared, Stores};
-use crate::server::ServerLimits;
 
 /// A sidecar with its ports bound, ready to [`run`](Sidecar::run).
 pub struct Sidecar {
@@ -114,10 +113,6 @@ impl Sidecar {
     /// When the admin server fails.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let runtime = self.state.load_full();
-        let limits = ServerLimits {
-            header_read_timeout: runtime.config.proxy.header_read_timeout,
-            shutdown_grace: runtime.config.proxy.shutdown_grace,
-        };
         tracing::info!(
             proxy = %self.proxy.local_addr()?,
             admin = %self.admin.local_addr()?,
@@ -146,7 +141,7 @@ impl Sidecar {
             .map(|cli| tokio::spawn(reload::watch(cli, self.state.clone(), self.stores.clone())));
 
         let serving = self.serving.clone();
-        server::serve(self.proxy, self.state, limits, async move {
+        server::serve(self.proxy, self.state, async move {
             shutdown.await;
             // Not ready first, so balancers stop sending before the drain starts.
             serving.store(false, Ordering::Release);

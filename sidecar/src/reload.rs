@@ -9,8 +9,10 @@
 //! A reload re-reads the file, applies the same flags as at start, validates, builds a
 //! new [`Runtime`] and swaps it in. If any step fails, the error is logged with its
 //! field, `tollgate_config_reloads_total{result="error"}` counts it, and the old
-//! configuration keeps serving untouched. Addresses cannot change without a restart:
-//! a reload that changes them is refused.
+//! configuration keeps serving untouched. Addresses and `node_id` cannot change without
+//! a restart: a reload that changes them is refused, naming the field. Everything else
+//! applies: `proxy.header_read_timeout_ms` to connections accepted after the reload,
+//! `proxy.shutdown_grace_ms` to the next drain.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -32,6 +34,13 @@ pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
                 return Err(
                     "listen addresses cannot change on reload; restart to move them".into(),
                 );
+            }
+            if config.node_id != old.config.node_id {
+                // The `node` label is fixed when the metrics are registered.
+                return Err(format!(
+                    "node_id cannot change on reload ({:?} → {:?}); restart to rename the node",
+                    old.config.node_id, config.node_id
+                ));
             }
             Runtime::build(config, stores).map_err(|e| e.to_string())
         });

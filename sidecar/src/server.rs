@@ -29,15 +29,6 @@ use tower::ServiceExt;
 use crate::proxy::ProxyBody;
 use crate::runtime::Shared;
 
-/// Timeouts the accept loop applies to client connections.
-#[derive(Debug, Clone, Copy)]
-pub struct ServerLimits {
-    /// Longest a client may take to send a request head.
-    pub header_read_timeout: Duration,
-    /// How long in-flight requests may finish after shutdown begins.
-    pub shutdown_grace: Duration,
-}
-
 /// Per-status response counters, registered on first use and then reused, so a request
 /// does not build a metric key (and allocate its label) each time.
 struct StatusCounters {
@@ -66,6 +57,23 @@ struct Meters {
     statuses: StatusCounters,
 }
 
+/// Counts a request in `tollgate_proxy_in_flight` from its head until its response
+/// head, however the request ends.
+struct InFlight<'a>(&'a metrics::Gauge);
+
+impl<'a> InFlight<'a> {
+    fn enter(gauge: &'a metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        InFlight(gauge)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
 async fn handle(
     state: Shared,
     meters: Arc<Meters>,
@@ -75,32 +83,38 @@ async fn handle(
     request.extensions_mut().insert(PeerAddr(peer));
     // One load per request: a reload in the middle never splits a request.
     let runtime = state.load_full();
-    meters.in_flight.increment(1.0);
+    // A guard, not a decrement after the `.await`: a client that disconnects before
+    // the response head drops this future, and the gauge must still come down.
+    let _in_flight = InFlight::enter(&meters.in_flight);
     let response = runtime.stack.clone().oneshot(request).await;
-    meters.in_flight.decrement(1.0);
     if let Ok(response) = &response {
         meters.statuses.count(response.status());
     }
     response
 }
 
-/// Serves the proxy on `listener` until `shutdown` resolves, then drains.
-pub async fn serve(
-    listener: TcpListener,
-    state: Shared,
-    limits: ServerLimits,
-    shutdown: impl Future<Output = ()>,
-) {
+/// hyper's connection settings, with `header_read_timeout` from the configuration.
+fn connection_builder(header_read_timeout: Duration) -> Builder<TokioExecutor> {
     let mut builder = Builder::new(TokioExecutor::new());
     builder
         .http1()
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_read_timeout)
+        .header_read_timeout(header_read_timeout)
         .max_buf_size(64 * 1024);
     builder
         .http2()
         .timer(TokioTimer::new())
         .max_header_list_size(64 * 1024);
+    builder
+}
+
+/// Serves the proxy on `listener` until `shutdown` resolves, then drains.
+///
+/// `header_read_timeout` and `shutdown_grace` are read from the configuration in force:
+/// a reload changes them for connections accepted after it, and for the drain.
+pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<Output = ()>) {
+    let mut header_read_timeout = state.load().config.proxy.header_read_timeout;
+    let mut builder = connection_builder(header_read_timeout);
     let graceful = GracefulShutdown::new();
     let meters = Arc::new(Meters {
         in_flight: metrics::gauge!("tollgate_proxy_in_flight"),
@@ -121,6 +135,11 @@ pub async fn serve(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let configured = state.load().config.proxy.header_read_timeout;
+        if configured != header_read_timeout {
+            header_read_timeout = configured;
+            builder = connection_builder(header_read_timeout);
+        }
         let (state, meters) = (state.clone(), meters.clone());
         let service = hyper::service::service_fn(move |request| {
             handle(state.clone(), meters.clone(), peer, request)
@@ -136,8 +155,9 @@ pub async fn serve(
         });
     }
     drop(listener);
-    tracing::info!(grace = ?limits.shutdown_grace, "draining in-flight requests");
-    if tokio::time::timeout(limits.shutdown_grace, graceful.shutdown())
+    let grace = state.load().config.proxy.shutdown_grace;
+    tracing::info!(?grace, "draining in-flight requests");
+    if tokio::time::timeout(grace, graceful.shutdown())
         .await
         .is_err()
     {

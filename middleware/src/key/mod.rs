@@ -68,6 +68,16 @@ where
 pub struct Key {
     extractor: Arc<dyn KeyExtractor>,
     description: Arc<str>,
+    source: Source,
+}
+
+/// Where a key comes from, to say why a request has none.
+#[derive(Clone)]
+enum Source {
+    Header(Arc<str>),
+    Peer,
+    Tuple(Arc<[Key]>),
+    Other,
 }
 
 impl fmt::Debug for Key {
@@ -93,7 +103,36 @@ impl Key {
         Key {
             extractor: Arc::new(extractor),
             description: description.into(),
+            source: Source::Other,
         }
+    }
+
+    fn with_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
+    }
+
+    /// Why `request` has no key, in words a client or an operator can act on (only
+    /// meaningful when [`extract`](KeyExtractor::extract) returned `None`).
+    pub fn why_missing(&self, request: &Parts) -> String {
+        match &self.source {
+            Source::Header(name) => format!("no {name:?} header"),
+            Source::Peer if peer_addr(request).is_none() => {
+                "no peer address: serve with connect info \
+                 (axum: `into_make_service_with_connect_info::<SocketAddr>()`; \
+                 hyper: insert `tollgate::key::PeerAddr`)"
+                    .to_owned()
+            }
+            Source::Tuple(parts) => parts
+                .iter()
+                .find(|part| part.extract(request).is_none())
+                .map_or_else(|| self.fallback_reason(), |part| part.why_missing(request)),
+            Source::Peer | Source::Other => self.fallback_reason(),
+        }
+    }
+
+    fn fallback_reason(&self) -> String {
+        format!("no {} key", self.description)
     }
 
     /// The value of header `name` (e.g. an API key). Missing or empty: no key.
@@ -103,14 +142,14 @@ impl Key {
     /// If `name` is not a valid header name; use [`Key::from_str`] for untrusted input.
     pub fn header(name: &str) -> Self {
         let header = Header::new(name).unwrap_or_else(|e| panic!("{e}"));
-        Key::new(header, format!("header:{name}"))
+        Key::new(header, format!("header:{name}")).with_source(Source::Header(name.into()))
     }
 
     /// The IP address of the TCP peer. Needs the peer address in the request's
     /// extensions: [`PeerAddr`], axum's `ConnectInfo<SocketAddr>` (feature `axum`) or
     /// tonic's `TcpConnectInfo` (feature `tonic`).
     pub fn peer_ip() -> Self {
-        Key::new(PeerIp, "ip")
+        Key::new(PeerIp, "ip").with_source(Source::Peer)
     }
 
     /// The client IP as reported by `X-Forwarded-For`, believed only when the peer and
@@ -121,6 +160,7 @@ impl Key {
             ClientIp::new(ForwardedHeader::XForwardedFor, trusted),
             "xff",
         )
+        .with_source(Source::Peer)
     }
 
     /// As [`Key::client_ip`], reading the RFC 7239 `Forwarded` header's `for=`.
@@ -129,6 +169,7 @@ impl Key {
             ClientIp::new(ForwardedHeader::Forwarded, trusted),
             "forwarded",
         )
+        .with_source(Source::Peer)
     }
 
     /// The request method.
@@ -172,7 +213,8 @@ impl Key {
             .map(|k| k.description.as_ref())
             .collect::<Vec<_>>()
             .join("+");
-        Key::new(Tuple(parts), description)
+        let source = Source::Tuple(parts.iter().cloned().collect());
+        Key::new(Tuple(parts), description).with_source(source)
     }
 
     /// Parses a spec string (see the module table), with `trusted` proxies for `xff`
@@ -203,7 +245,7 @@ impl Key {
         };
         match (kind, arg) {
             ("header", Some(name)) => Header::new(name)
-                .map(|h| Key::new(h, format!("header:{name}")))
+                .map(|h| Key::new(h, format!("header:{name}")).with_source(Source::Header(name.into())))
                 .map_err(|e| err(&e.to_string())),
             ("header", None) => Err(err("header needs a name: header:x-api-key")),
             ("ip", None) => Ok(Key::peer_ip()),

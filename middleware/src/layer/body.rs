@@ -39,6 +39,15 @@ impl<B> ResponseBody<B> {
     }
 }
 
+/// An empty body. tower-http's `TimeoutLayer`, `CorsLayer` and
+/// `ValidateRequestHeaderLayer` build their own responses with `Default`, so layers of
+/// theirs can wrap this one.
+impl<B> Default for ResponseBody<B> {
+    fn default() -> Self {
+        ResponseBody::full(Bytes::new())
+    }
+}
+
 impl<B> Body for ResponseBody<B>
 where
     B: Body<Data = Bytes>,

@@ -47,9 +47,9 @@ impl<S> RateLimit<S> {
 
 impl<S, ReqBody, ResBody> Service<Request<ReqBody>> for RateLimit<S>
 where
-    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone + Send + 'static,
-    S::Future: Send,
-    ReqBody: Send + 'static,
+    // `Clone` only: the boxed decision future holds the limiter and the pending
+    // decision, never `S` or the request, so neither needs to be `Send + 'static`.
+    S: Service<Request<ReqBody>, Response = Response<ResBody>> + Clone,
 {
     type Response = Response<ResponseBody<ResBody>>;
     type Error = S::Error;
@@ -60,23 +60,24 @@ where
     }
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
-        // The service that was driven to readiness is the one that must be called; keep
-        // it and leave a fresh clone behind (tower's documented pattern), since the call
-        // may happen later, after an asynchronous decision.
-        let clone = self.inner.clone();
-        let mut inner = std::mem::replace(&mut self.inner, clone);
         let (parts, body) = request.into_parts();
         let decided = match self.limiter.prepare(&parts) {
             Prepared::Done(decision) => Ok(decision),
             Prepared::Pending(pending) => self.limiter.try_decide_now(pending),
         };
         match decided {
+            // Decided now: the ready service is called at once, no clone needed.
             Ok(decision) if decision.passes() => {
-                let future = inner.call(Request::from_parts(parts, body));
+                let future = self.inner.call(Request::from_parts(parts, body));
                 ResponseFuture::calling(future, decision, self.rejections.clone())
             }
             Ok(decision) => ResponseFuture::refused(self.rejections.reject(&decision, &parts)),
             Err(pending) => {
+                // The service that was driven to readiness is the one that must be
+                // called, later, after the store answers: keep it and leave a fresh
+                // clone behind (tower's documented pattern).
+                let clone = self.inner.clone();
+                let inner = std::mem::replace(&mut self.inner, clone);
                 let limiter = self.limiter.clone();
                 let decision = Box::pin(async move { limiter.ask_store(pending).await });
                 ResponseFuture::deciding(

@@ -41,6 +41,9 @@ pub enum DecisionKind {
     MissingKey {
         /// The limit whose key was missing.
         limit: Arc<str>,
+        /// Why, in words the client or operator can act on (e.g. `no "x-api-key"
+        /// header`, or `no peer address: serve with connect info`).
+        reason: String,
     },
     /// The request stated an invalid cost.
     InvalidCost(String),
@@ -57,6 +60,10 @@ pub struct Decision {
     pub limits: Vec<LimitStatus>,
     /// Whether the answer came from the local fallback store during a store outage.
     pub from_fallback: bool,
+    /// The policy is in shadow mode: whatever [`kind`](Self::kind) says is recorded,
+    /// and the request passes (a missing key, a bad cost and a fail-closed outage
+    /// included).
+    pub shadow: bool,
 }
 
 impl Decision {
@@ -66,11 +73,22 @@ impl Decision {
             policy,
             limits: Vec::new(),
             from_fallback: false,
+            shadow: false,
         }
     }
 
-    /// Whether the request may go on to the service.
+    pub(crate) fn in_shadow(mut self, shadow: bool) -> Self {
+        self.shadow = shadow;
+        self
+    }
+
+    /// Whether the request may go on to the service: always in shadow mode.
     pub fn passes(&self) -> bool {
+        self.shadow || self.kind_passes()
+    }
+
+    /// Whether the kind alone lets the request through (what shadow mode overrides).
+    pub(crate) fn kind_passes(&self) -> bool {
         matches!(
             self.kind,
             DecisionKind::Unmatched
@@ -105,9 +123,16 @@ impl Decision {
             .map(|l| l.name.as_ref())
     }
 
-    /// The `decision` label of `ratelimiter_requests_checked_total`.
+    /// The `decision` label of `ratelimiter_requests_checked_total`. In shadow mode,
+    /// what would have refused is labelled `shadow_limited`, `shadow_invalid` or
+    /// `shadow_error`, since the request passed.
     pub fn metric_label(&self) -> &'static str {
         match self.kind {
+            DecisionKind::Limited if self.shadow => "shadow_limited",
+            DecisionKind::FailedClosed { .. } if self.shadow => "shadow_error",
+            DecisionKind::MissingKey { .. } | DecisionKind::InvalidCost(_) if self.shadow => {
+                "shadow_invalid"
+            }
             DecisionKind::Allowed | DecisionKind::Bypassed | DecisionKind::Unmatched => "allowed",
             DecisionKind::Limited => "limited",
             DecisionKind::ShadowLimited => "shadow_limited",

@@ -100,7 +100,8 @@ impl LogThrottle {
     fn permit(&self) -> Option<u64> {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
         let last = self.last_ms.load(Ordering::Relaxed);
-        if last != 0 && now - last < 1000 {
+        // Another thread may have stored a later `last` after this one read the clock.
+        if last != 0 && now.saturating_sub(last) < 1000 {
             self.suppressed.fetch_add(1, Ordering::Relaxed);
             return None;
         }
@@ -401,16 +402,18 @@ impl RateLimiter {
             return Prepared::Done(self.record(Decision::new(DecisionKind::Unmatched, None)));
         };
         let name = Some(policy.name.clone());
+        // In shadow mode every outcome, a missing key and a bad cost included, is
+        // recorded and the request passes.
+        let shadow = policy.shadow || self.inner.shadow;
         let cost = match policy.cost.of(request) {
             Ok(cost) => cost,
             Err(e) => {
-                return Prepared::Done(
-                    self.record(Decision::new(DecisionKind::InvalidCost(e.0), name)),
-                );
+                let decision = Decision::new(DecisionKind::InvalidCost(e.0), name);
+                return Prepared::Done(self.record(decision.in_shadow(shadow)));
             }
         };
         let mut pending = Pending::new(policy.name.clone(), cost);
-        pending.shadow = policy.shadow || self.inner.shadow;
+        pending.shadow = shadow;
         for limit in &policy.limits {
             let key = match (limit.key.extract(request), &policy.missing_key) {
                 (Some(key), _) => key,
@@ -423,8 +426,10 @@ impl RateLimiter {
                 (None, MissingKey::Reject) => {
                     let kind = DecisionKind::MissingKey {
                         limit: limit.name.clone(),
+                        reason: limit.key.why_missing(request),
                     };
-                    return Prepared::Done(self.record(Decision::new(kind, name)));
+                    let decision = Decision::new(kind, name).in_shadow(shadow);
+                    return Prepared::Done(self.record(decision));
                 }
             };
             pending = pending.limit(limit.name.clone(), limit.spec, &key);
@@ -514,6 +519,7 @@ impl RateLimiter {
             policy: Some(pending.policy.clone()),
             limits,
             from_fallback: false,
+            shadow: pending.shadow,
         })
     }
 
@@ -540,6 +546,7 @@ impl RateLimiter {
             policy: Some(pending.policy.clone()),
             limits,
             from_fallback,
+            shadow: pending.shadow,
         }
     }
 
@@ -561,8 +568,9 @@ impl RateLimiter {
             (FailureMode::Closed, _) => {
                 let retry_after = inner.breaker.remaining_open().max(Duration::from_secs(1));
                 Decision::new(DecisionKind::FailedClosed { retry_after }, policy)
+                    .in_shadow(pending.shadow)
             }
-            _ => Decision::new(DecisionKind::FailedOpen, policy),
+            _ => Decision::new(DecisionKind::FailedOpen, policy).in_shadow(pending.shadow),
         }
     }
 
@@ -570,6 +578,36 @@ impl RateLimiter {
         if decision.kind != DecisionKind::Unmatched {
             metrics::decided(&decision);
         }
+        if decision.shadow && !decision.kind_passes() {
+            tracing::debug!(
+                policy = decision.policy.as_deref().unwrap_or(""),
+                outcome = decision.metric_label(),
+                "shadow policy would have answered differently; the request passes"
+            );
+        }
         decision
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_log_throttle_survives_a_later_timestamp_from_another_thread() {
+        let throttle = LogThrottle::new();
+        // Another thread read the clock after this one and stored its time first.
+        throttle.last_ms.store(u64::MAX / 2, Ordering::Relaxed);
+        assert_eq!(throttle.permit(), None);
+        assert_eq!(throttle.suppressed.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn the_log_throttle_counts_what_it_suppresses() {
+        let throttle = LogThrottle::new();
+        assert_eq!(throttle.permit(), Some(0));
+        assert_eq!(throttle.permit(), None);
+        assert_eq!(throttle.permit(), None);
+        assert_eq!(throttle.suppressed.load(Ordering::Relaxed), 2);
     }
 }

@@ -21,7 +21,9 @@ pub(crate) fn is_grpc(request: &Parts) -> bool {
 pub(crate) fn response(decision: &Decision) -> Response<Bytes> {
     let (code, message) = match &decision.kind {
         DecisionKind::FailedClosed { .. } => (14, "rate limiter unavailable".to_owned()),
-        DecisionKind::MissingKey { limit } => (3, format!("missing rate-limit key for {limit}")),
+        DecisionKind::MissingKey { limit, reason } => {
+            (3, format!("missing rate-limit key for {limit}: {reason}"))
+        }
         DecisionKind::InvalidCost(reason) => (3, format!("invalid request cost: {reason}")),
         _ => (
             8,

@@ -21,11 +21,11 @@ pub(crate) fn response(decision: &Decision) -> Response<Bytes> {
             "status": status.as_u16(),
             "detail": "The rate-limit store cannot be reached and this service refuses requests it cannot count.",
         }),
-        DecisionKind::MissingKey { limit } => json!({
+        DecisionKind::MissingKey { limit, reason } => json!({
             "type": "about:blank",
             "title": "Missing rate-limit key",
             "status": status.as_u16(),
-            "detail": format!("The request does not carry the key that limit \"{limit}\" is counted by."),
+            "detail": format!("The request does not carry the key that limit \"{limit}\" is counted by: {reason}."),
         }),
         DecisionKind::InvalidCost(reason) => json!({
             "type": "about:blank",

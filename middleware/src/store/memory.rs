@@ -207,8 +207,21 @@ impl MemoryStore {
                     guards[slot].store(&check.key, next, now_us, self.inner.per_shard);
                 }
             }
+            return outcomes.into_iter().map(|o| o.verdict).collect();
         }
-        outcomes.into_iter().map(|o| o.verdict).collect()
+        // Refused: nothing was consumed, so a limit that would have admitted reports its
+        // state as it is, not as if this request had been counted.
+        outcomes
+            .into_iter()
+            .zip(checks.iter().zip(&slots))
+            .map(|(outcome, (check, &slot))| {
+                if outcome.verdict.allowed {
+                    guards[slot].decide(now_us, check, 0).verdict
+                } else {
+                    outcome.verdict
+                }
+            })
+            .collect()
     }
 
     /// The number of keys held, including expired ones not yet removed.

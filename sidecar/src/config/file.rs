@@ -76,7 +76,7 @@ pub struct LimiterSection {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct ProxySection {
-    /// Upstream connect timeout in ms (default 1000).
+    /// Upstream connect timeout in ms (default 5000: room for the SYN retransmissions at 1 s and 3 s).
     pub connect_timeout_ms: Option<u64>,
     /// Upstream response-head timeout in ms (default 30000).
     pub request_timeout_ms: Option<u64>,
@@ -167,7 +167,9 @@ impl FileConfig {
             field: e
                 .span()
                 .map(|s| {
-                    let line = text[..s.start.min(text.len())].lines().count().max(1);
+                    // Line of the error's first byte: newlines before it, plus one.
+                    let before = text.get(..s.start).unwrap_or(text);
+                    let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
                     format!("line {line}")
                 })
                 .unwrap_or_else(|| "(file)".into()),

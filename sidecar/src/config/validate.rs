@@ -146,7 +146,7 @@ impl FileConfig {
 
         let p = &self.proxy;
         let proxy = ProxyConfig {
-            connect_timeout: c.millis("proxy.connect_timeout_ms", p.connect_timeout_ms, 1_000)?,
+            connect_timeout: c.millis("proxy.connect_timeout_ms", p.connect_timeout_ms, 5_000)?,
             request_timeout: c.millis("proxy.request_timeout_ms", p.request_timeout_ms, 30_000)?,
             idle_timeout: c.millis("proxy.idle_timeout_ms", p.idle_timeout_ms, 90_000)?,
             header_read_timeout: c.millis(

@@ -9,10 +9,22 @@
 //! Failures are answered, never raised: no route → `404`; upstream refuses or resets
 //! the connection → `502`; no response head within the request timeout → `504`; more
 //! than `max_concurrent_requests` in flight → `503`. Each gets a one-line body and a log
-//! line.
+//! line (at most one warning a second, with the count of those suppressed).
+//!
+//! A request whose upstream connection could not even be made is sent once more, to
+//! the next endpoint (or on a fresh connection to the only one), as nginx's
+//! `proxy_next_upstream error` does: nothing of it reached an upstream, so the retry
+//! cannot duplicate it. A dropped SYN (an upstream's full accept queue) is covered by
+//! the connect timeout instead, which leaves room for the kernel's SYN retransmissions.
+//!
+//! A request holds its `max_concurrent_requests` permit until its response body has
+//! been sent to the end (or dropped), not merely until the response head: a slow
+//! download is still a request in flight.
 
+mod body;
 pub mod headers;
 mod pool;
+mod throttle;
 mod upstream;
 
 use std::convert::Infallible;
@@ -30,13 +42,12 @@ use tokio::sync::Semaphore;
 use tollgate::key::PeerAddr;
 use tower::Service;
 
+use self::throttle::LogThrottle;
 use self::upstream::{Clients, Pool};
 use crate::config::{Config, ProxyConfig, Route};
 
+pub use self::body::ProxyBody;
 pub use self::pool::PooledBody;
-
-/// The body of a proxied response: the upstream's, streamed, or the proxy's own.
-pub type ProxyBody = Either<PooledBody, Full<Bytes>>;
 
 /// Forwards requests to upstreams. Cheap to clone.
 #[derive(Clone)]
@@ -50,6 +61,9 @@ struct Inner {
     clients: Clients,
     config: ProxyConfig,
     in_flight: Arc<Semaphore>,
+    /// One upstream-failure warning a second: an outage under load would otherwise
+    /// write a line per request.
+    log: LogThrottle,
 }
 
 impl Proxy {
@@ -66,6 +80,7 @@ impl Proxy {
                 clients: Clients::new(&config.proxy),
                 config: config.proxy.clone(),
                 in_flight: Arc::new(Semaphore::new(config.proxy.max_concurrent_requests)),
+                log: LogThrottle::new(),
             }),
         }
     }
@@ -73,9 +88,10 @@ impl Proxy {
 
 /// A response the proxy writes itself.
 pub fn local_response(status: StatusCode, message: &str) -> Response<ProxyBody> {
-    let mut response = Response::new(Either::Right(Full::new(Bytes::from(format!(
-        "{message}\n"
-    )))));
+    let mut response = Response::new(ProxyBody::new(
+        Either::Right(Full::new(Bytes::from(format!("{message}\n")))),
+        None,
+    ));
     *response.status_mut() = status;
     response.headers_mut().insert(
         http::header::CONTENT_TYPE,
@@ -101,7 +117,7 @@ impl Service<Request<Incoming>> for Proxy {
 
 impl Inner {
     async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
-        let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
+        let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             metrics::counter!("tollgate_upstream_errors_total", "upstream" => "", "kind" => "overloaded").increment(1);
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
@@ -116,7 +132,10 @@ impl Inner {
             return local_response(StatusCode::NOT_FOUND, "no route for this request");
         };
         let pool = &self.pools[route.upstream];
-        let (endpoint, connections) = pool.next();
+        let (mut endpoint, mut connections) = {
+            let next = pool.next();
+            (&next.0, &next.1)
+        };
 
         let peer = request
             .extensions()
@@ -148,6 +167,7 @@ impl Inner {
             http::Uri::from(path)
         };
         *request.uri_mut() = uri;
+        let had_host = host.is_some();
         if self.config.rewrite_host || host.is_none() {
             if let Some(authority) = endpoint.authority() {
                 if let Ok(v) = http::HeaderValue::try_from(authority.as_str()) {
@@ -174,25 +194,49 @@ impl Inner {
                 })
         } else {
             *request.version_mut() = Version::HTTP_11;
-            tokio::time::timeout(self.config.request_timeout, connections.send(request))
-                .await
-                .map(|r| r.map_err(|e| (e.is_connect(), error_chain(&e))))
+            let first_endpoint = endpoint.clone();
+            tokio::time::timeout(self.config.request_timeout, async {
+                match connections.send(request).await {
+                    // Not connected, so nothing was sent: once more, to the next endpoint.
+                    Err((error, Some(mut unsent))) if error.is_connect() => {
+                        metrics::counter!("tollgate_upstream_retries_total", "upstream" => pool.name.clone()).increment(1);
+                        tracing::debug!(upstream = %pool.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
+                        let next = pool.next();
+                        (endpoint, connections) = (&next.0, &next.1);
+                        if let Some(authority) = endpoint.authority() {
+                            if self.config.rewrite_host || !had_host {
+                                if let Ok(v) = http::HeaderValue::try_from(authority.as_str()) {
+                                    unsent.headers_mut().insert(http::header::HOST, v);
+                                }
+                            }
+                        }
+                        connections.send(unsent).await.map_err(|(e, _)| e)
+                    }
+                    other => other.map_err(|(e, _)| e),
+                }
+            })
+            .await
+            .map(|r| r.map_err(|e| (e.is_connect(), error_chain(&e))))
         };
         pool.latency.record(started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(mut response)) => {
                 headers::strip_hop_by_hop(response.headers_mut());
-                response.map(Either::Left)
+                response.map(|body| ProxyBody::new(Either::Left(body), Some(permit)))
             }
             Ok(Err((connect, error))) => {
                 let kind = if connect { "connect" } else { "other" };
                 metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => kind).increment(1);
-                tracing::warn!(upstream = %pool.name, %endpoint, %error, "upstream failed");
+                if let Some(suppressed) = self.log.permit() {
+                    tracing::warn!(upstream = %pool.name, %endpoint, %error, suppressed, "upstream failed");
+                }
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
             Err(_) => {
                 metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
-                tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, "upstream timed out");
+                if let Some(suppressed) = self.log.permit() {
+                    tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
+                }
                 local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
         }

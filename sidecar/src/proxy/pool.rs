@@ -154,17 +154,25 @@ impl Endpoint {
 
     /// Sends `request` (origin-form URI, `Host` set) and returns the response, whose
     /// body returns the connection to this endpoint when read to its end.
+    ///
+    /// # Errors
+    ///
+    /// The failure, with the request handed back when none of it was sent (the
+    /// connection could not be made), so the caller may try another endpoint.
     pub async fn send(
         self: &Arc<Self>,
         mut request: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, SendError> {
+    ) -> Result<Response<PooledBody>, (SendError, Option<Request<Incoming>>)> {
         let mut fresh = false;
         loop {
             let mut sender = match self.take_idle().await {
                 Some(sender) => sender,
                 None => {
                     fresh = true;
-                    self.connect().await?
+                    match self.connect().await {
+                        Ok(sender) => sender,
+                        Err(e) => return Err((e, Some(request))),
+                    }
                 }
             };
             match sender.try_send_request(request).await {
@@ -185,7 +193,7 @@ impl Endpoint {
                 Err(mut e) => match e.take_message() {
                     // Never started on a pooled connection: safe to try a fresh one.
                     Some(unsent) if !fresh => request = unsent,
-                    _ => return Err(SendError::Http(e.into_error())),
+                    _ => return Err((SendError::Http(e.into_error()), None)),
                 },
             }
         }

@@ -12,7 +12,8 @@
 --          period_ms, burst, interval_us
 --
 -- Returns 4 integers per limit: allowed (1/0), remaining, reset_after_us, retry_after_us.
--- State is written only when every limit admits the request.
+-- State is written only when every limit admits the request; on a refusal every verdict
+-- describes the state as it is.
 
 local now, now_ms
 if ARGV[1] == '' then
@@ -35,16 +36,16 @@ local function idiv(a, b)
   return math.floor(a / b)
 end
 
-local out, writes, all = {}, {}, true
-
-for i = 1, #KEYS do
+-- Decides limit i for a request of weight `cost` against its stored fields `h`.
+-- Returns allowed, remaining, reset_after, retry_after and the write to make if the
+-- request is committed (nil when nothing needs writing).
+local function decide(i, h, cost)
   local base = 4 + 5 * (i - 1)
   local algo = tonumber(ARGV[base])
   local quota = tonumber(ARGV[base + 1])
   local window_ms = tonumber(ARGV[base + 2])
   local burst = tonumber(ARGV[base + 3])
   local interval = tonumber(ARGV[base + 4])
-  local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
   local allowed, remaining, reset_after, retry_after, write
 
   if algo == 0 then
@@ -126,6 +127,15 @@ for i = 1, #KEYS do
     end
   end
 
+  return allowed, remaining, reset_after, retry_after, write
+end
+
+local out, fields, writes, all = {}, {}, {}, true
+
+for i = 1, #KEYS do
+  local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
+  local allowed, remaining, reset_after, retry_after, write = decide(i, h, cost)
+  fields[i] = h
   if allowed == 0 then all = false end
   writes[i] = write
   local o = 4 * (i - 1)
@@ -138,6 +148,16 @@ if all then
     if w then
       redis.call('HSET', KEYS[i], unpack(w))
       redis.call('PEXPIRE', KEYS[i], math.floor((w.ttl + 999) / 1000) + grace_ms)
+    end
+  end
+else
+  -- Refused: nothing was consumed, so a limit that would have admitted reports its
+  -- state as it is (decided again at cost 0), not as if this request had been counted.
+  for i = 1, #KEYS do
+    local o = 4 * (i - 1)
+    if out[o + 1] == 1 then
+      local allowed, remaining, reset_after, retry_after = decide(i, fields[i], 0)
+      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, remaining, reset_after, retry_after
     end
   end
 end
