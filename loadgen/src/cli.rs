@@ -7,6 +7,10 @@
 //! for a message naming the variable. [`crate::config::Config::from_args`] does the parsing
 //! and validation and reports [`crate::config::ConfigError`], which names both.
 //!
+//! Each variable and flag name is written once, in the attributes below:
+//! [`crate::config`] reads them back from clap's metadata (`Arg::get_env`, `Arg::get_long`)
+//! when it names a setting in an error.
+//!
 //! The request path and method use `REQUEST_PATH` / `REQUEST_METHOD` rather than `PATH` /
 //! `METHOD`: `PATH` is the shell's search path and would silently become the request path.
 
@@ -14,8 +18,13 @@ use std::ffi::OsString;
 
 use clap::Parser;
 
-/// Default targets: the three sidecars of the compose demo.
-pub const DEFAULT_TARGETS: &str =
+/// Default targets in check mode: the admin ports of the compose demo's three sidecars, where
+/// `POST /check` is served.
+pub const DEFAULT_CHECK_TARGETS: &str =
+    "http://sidecar-1:9000,http://sidecar-2:9000,http://sidecar-3:9000";
+
+/// Default targets in proxy mode: the proxy ports of the compose demo's three sidecars.
+pub const DEFAULT_PROXY_TARGETS: &str =
     "http://sidecar-1:8000,http://sidecar-2:8000,http://sidecar-3:8000";
 
 /// Raw settings as given on the command line or in the environment.
@@ -31,9 +40,12 @@ pub const DEFAULT_TARGETS: &str =
     args_override_self = true
 )]
 pub struct Args {
-    /// Comma-separated base URLs, used round-robin.
-    #[arg(long, env = "TARGETS", default_value = DEFAULT_TARGETS)]
-    pub targets: String,
+    /// Comma-separated base URLs, used round-robin [default: the compose demo's sidecars,
+    /// http://sidecar-{1,2,3}:9000 (admin) in check mode, http://sidecar-{1,2,3}:8000 (proxy) in
+    /// proxy mode].
+    // No clap default: which one applies depends on MODE, so validation picks it.
+    #[arg(long, env = "TARGETS")]
+    pub targets: Option<String>,
 
     /// Steady arrival rate in requests per second.
     #[arg(long, env = "RPS", default_value = "10")]
@@ -122,6 +134,10 @@ pub struct Args {
     /// Progress display: `auto` (a bar when stdout is a terminal), `always` or `never`.
     #[arg(long, env = "PROGRESS", default_value = "auto")]
     pub progress: String,
+
+    /// Exit 1 when more than this percentage of requests failed (0 to 100).
+    #[arg(long, env = "MAX_FAILED_PERCENT", default_value = "1")]
+    pub max_failed_percent: String,
 
     /// Write the final summary as JSON to this file.
     #[arg(long = "json", env = "SUMMARY_JSON", value_name = "PATH")]

@@ -5,17 +5,20 @@
 //! value costs the user one clear message (and exit code 64 from `main`) instead of a
 //! half-started run. Values that only matter in one mode (the proxy method, say) are still
 //! validated, so a typo never waits for a mode switch to surface.
+//!
+//! Errors name settings from clap's metadata ([`clap::Arg::get_env`], [`clap::Arg::get_long`]),
+//! so a variable or flag is renamed in one place, [`crate::cli::Args`], and the messages follow.
 
 use std::ffi::OsString;
 use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{CommandFactory, FromArgMatches};
 use http::{HeaderName, Method, Uri};
 
 use crate::accuracy::{Algorithm, Policy};
-use crate::cli::Args;
+use crate::cli::{Args, DEFAULT_CHECK_TARGETS, DEFAULT_PROXY_TARGETS};
 use crate::keys::KeyDist;
 use crate::schedule::{BurstPlan, Schedule};
 
@@ -38,9 +41,9 @@ pub enum ConfigError {
     #[error("invalid {var} (--{flag}) {value:?}: {expected}")]
     Invalid {
         /// The environment variable that configures the setting.
-        var: &'static str,
+        var: String,
         /// The flag (without dashes) that configures the setting.
-        flag: &'static str,
+        flag: String,
         /// The value as given.
         value: String,
         /// What a valid value looks like.
@@ -49,20 +52,6 @@ pub enum ConfigError {
 }
 
 impl ConfigError {
-    fn invalid(
-        var: &'static str,
-        flag: &'static str,
-        value: &str,
-        expected: impl fmt::Display,
-    ) -> Self {
-        ConfigError::Invalid {
-            var,
-            flag,
-            value: value.to_owned(),
-            expected: expected.to_string(),
-        }
-    }
-
     /// `true` when this is a `--help` or `--version` request rather than a mistake.
     pub fn is_informational(&self) -> bool {
         matches!(
@@ -92,6 +81,15 @@ pub enum Mode {
 }
 
 impl Mode {
+    /// The targets used when `TARGETS` is not given: the compose demo's sidecars, on the port
+    /// that serves this mode (admin for `check`, proxy for `proxy`).
+    pub fn default_targets(&self) -> &'static str {
+        match self {
+            Mode::Check => DEFAULT_CHECK_TARGETS,
+            Mode::Proxy { .. } => DEFAULT_PROXY_TARGETS,
+        }
+    }
+
     /// The mode's name as configured (`check` or `proxy`).
     pub fn name(&self) -> &'static str {
         match self {
@@ -143,6 +141,8 @@ pub struct Config {
     pub progress: Progress,
     /// Where to write the JSON summary, if anywhere.
     pub json: Option<PathBuf>,
+    /// Above this share of failed requests the run counts as failed (exit 1).
+    pub failure_budget: FailureBudget,
 }
 
 impl Config {
@@ -157,7 +157,11 @@ impl Config {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        Self::from_args(Args::try_parse_from(args)?)
+        // One command both parses and names the settings in errors.
+        let mut command = Args::command();
+        let matches = command.try_get_matches_from_mut(args)?;
+        let args = Args::from_arg_matches(&matches)?;
+        Self::validate(args, &Names { command: &command })
     }
 
     /// Validates already-parsed raw settings.
@@ -166,46 +170,42 @@ impl Config {
     ///
     /// [`ConfigError::Invalid`] naming the first setting whose value is unusable.
     pub fn from_args(args: Args) -> Result<Self, ConfigError> {
-        let targets = parse_targets(&args.targets)?;
-        let rate = positive_f64("RPS", "rps", &args.rps, MAX_RPS)?;
-        let duration = seconds("DURATION", "duration", &args.duration, true)?;
-        let burst_enabled = boolean("BURST_ENABLED", "burst-enabled", &args.burst_enabled)?;
-        let multiplier = positive_f64(
-            "BURST_MULTIPLIER",
-            "burst-multiplier",
-            &args.burst_multiplier,
-            1e6,
-        )?;
-        let burst_duration = seconds(
-            "BURST_DURATION",
-            "burst-duration",
-            &args.burst_duration,
-            false,
-        )?;
-        let burst_interval = seconds(
-            "BURST_INTERVAL",
-            "burst-interval",
-            &args.burst_interval,
-            false,
-        )?;
+        Self::validate(
+            args,
+            &Names {
+                command: &Args::command(),
+            },
+        )
+    }
+
+    fn validate(args: Args, names: &Names<'_>) -> Result<Self, ConfigError> {
+        let rate = positive_f64(names, "rps", &args.rps, MAX_RPS)?;
+        let duration = seconds(names, "duration", &args.duration, true)?;
+        let burst_enabled = boolean(names, "burst_enabled", &args.burst_enabled)?;
+        let multiplier = positive_f64(names, "burst_multiplier", &args.burst_multiplier, 1e6)?;
+        let burst_duration = seconds(names, "burst_duration", &args.burst_duration, false)?;
+        let burst_interval = seconds(names, "burst_interval", &args.burst_interval, false)?;
         // Bursts start every interval, so one lasting as long as the interval would never end.
         if burst_enabled && burst_duration >= burst_interval {
-            return Err(ConfigError::invalid(
-                "BURST_DURATION",
-                "burst-duration",
+            return Err(names.invalid(
+                "burst_duration",
                 &args.burst_duration,
                 format!(
-                    "must be shorter than BURST_INTERVAL ({} s)",
+                    "must be shorter than {} ({} s)",
+                    names.var("burst_interval"),
                     args.burst_interval
                 ),
             ));
         }
         if rate * multiplier > MAX_RPS {
-            return Err(ConfigError::invalid(
-                "BURST_MULTIPLIER",
-                "burst-multiplier",
+            return Err(names.invalid(
+                "burst_multiplier",
                 &args.burst_multiplier,
-                format!("RPS x BURST_MULTIPLIER must be at most {MAX_RPS}"),
+                format!(
+                    "{} x {} must be at most {MAX_RPS}",
+                    names.var("rps"),
+                    names.var("burst_multiplier")
+                ),
             ));
         }
         let burst = burst_enabled.then_some(BurstPlan {
@@ -214,74 +214,63 @@ impl Config {
             interval: burst_interval,
         });
 
-        let mode = parse_mode(&args)?;
+        let mode = parse_mode(names, &args)?;
+        // Check mode talks to the admin API and proxy mode to the proxy, which listen on
+        // different ports: a default shared by both would be wrong for one of them.
+        let targets = match &args.targets {
+            Some(raw) => parse_targets(names, raw)?,
+            None => parse_targets(names, mode.default_targets())?,
+        };
         let keys = args
             .keys
             .parse::<KeyDist>()
-            .map_err(|e| ConfigError::invalid("KEYS", "keys", &args.keys, e))?;
+            .map_err(|e| names.invalid("keys", &args.keys, e))?;
         // The prefix lands in a header value in proxy mode, so it must be a valid one.
         if http::HeaderValue::from_str(&args.key_prefix).is_err() {
-            return Err(ConfigError::invalid(
-                "KEY_PREFIX",
-                "key-prefix",
+            return Err(names.invalid(
+                "key_prefix",
                 &args.key_prefix,
                 "visible ASCII characters only",
             ));
         }
 
-        let limit = positive_u64("LIMIT", "limit", &args.limit, u64::from(u32::MAX))?;
-        let window_ms = positive_u64("WINDOW_MS", "window-ms", &args.window_ms, 1 << 40)?;
+        let limit = positive_u64(names, "limit", &args.limit, u64::from(u32::MAX))?;
+        let window_ms = positive_u64(names, "window_ms", &args.window_ms, 1 << 40)?;
         let algorithm = args.algorithm.parse::<Algorithm>().map_err(|_| {
-            ConfigError::invalid(
-                "ALGORITHM",
+            names.invalid(
                 "algorithm",
                 &args.algorithm,
                 "gcra, sliding-window or fixed-window",
             )
         })?;
         let policy_burst = match &args.burst {
-            Some(b) => positive_u64("BURST", "burst", b, u64::from(u32::MAX))?,
+            Some(b) => positive_u64(names, "burst", b, u64::from(u32::MAX))?,
             None => limit,
         };
 
-        let stats_interval = seconds(
-            "STATS_INTERVAL",
-            "stats-interval",
-            &args.stats_interval,
-            false,
-        )?;
-        let request_timeout = millis(
-            "REQUEST_TIMEOUT_MS",
-            "request-timeout-ms",
-            &args.request_timeout_ms,
-        )?;
-        let drain_timeout = millis(
-            "DRAIN_TIMEOUT_MS",
-            "drain-timeout-ms",
-            &args.drain_timeout_ms,
-        )?;
+        let stats_interval = seconds(names, "stats_interval", &args.stats_interval, false)?;
+        let request_timeout = millis(names, "request_timeout_ms", &args.request_timeout_ms)?;
+        let drain_timeout = millis(names, "drain_timeout_ms", &args.drain_timeout_ms)?;
         let max_in_flight = positive_u64(
-            "MAX_IN_FLIGHT",
-            "max-in-flight",
+            names,
+            "max_in_flight",
             &args.max_in_flight,
             MAX_IN_FLIGHT_CAP,
         )?;
-        let connections = positive_u64(
-            "CONNECTIONS",
-            "connections",
-            &args.connections,
-            MAX_CONNECTIONS,
-        )?;
+        let connections = positive_u64(names, "connections", &args.connections, MAX_CONNECTIONS)?;
         let progress = match args.progress.trim().to_ascii_lowercase().as_str() {
             "auto" => Progress::Auto,
             "always" => Progress::Always,
             "never" => Progress::Never,
+            _ => return Err(names.invalid("progress", &args.progress, "auto, always or never")),
+        };
+        let max_failed_percent = match args.max_failed_percent.trim().parse::<f64>() {
+            Ok(v) if (0.0..=100.0).contains(&v) => v,
             _ => {
-                return Err(ConfigError::invalid(
-                    "PROGRESS",
-                    "progress",
-                    &args.progress,
-                    "auto, always or never",
+                return Err(names.invalid(
+                    "max_failed_percent",
+                    &args.max_failed_percent,
+                    "a percentage from 0 to 100",
                 ))
             }
         };
@@ -306,7 +295,67 @@ impl Config {
             drain_timeout,
             progress,
             json: args.json.map(PathBuf::from),
+            failure_budget: FailureBudget {
+                max_percent: max_failed_percent,
+                setting: names.setting("max_failed_percent"),
+            },
         })
+    }
+}
+
+/// How many failed requests a run may have and still exit 0.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureBudget {
+    /// The most failed requests, as a percentage of all requests, that still pass (0 to 100).
+    pub max_percent: f64,
+    /// The setting that configures it, as `VAR (--flag)`, for the message when a run exceeds it.
+    pub setting: String,
+}
+
+/// Names settings as the user configures them, from clap's own metadata: each variable and
+/// flag is written once, in [`crate::cli::Args`], and validation refers to a setting by the
+/// id clap gives its field (the field name).
+struct Names<'a> {
+    command: &'a clap::Command,
+}
+
+impl Names<'_> {
+    /// The environment variable and the flag (without dashes) of the field `id`.
+    fn of(&self, id: &str) -> (String, String) {
+        let arg = self.command.get_arguments().find(|a| a.get_id() == id);
+        // Every id passed here is a field of `Args`; the tests trigger each message, so a
+        // misspelt id fails there. Release builds fall back to the id rather than panic.
+        debug_assert!(arg.is_some(), "{id} is not a field of Args");
+        let var = arg.and_then(|a| a.get_env()).map_or_else(
+            || id.to_ascii_uppercase(),
+            |v| v.to_string_lossy().into_owned(),
+        );
+        let flag = arg
+            .and_then(|a| a.get_long())
+            .map_or_else(|| id.replace('_', "-"), str::to_owned);
+        (var, flag)
+    }
+
+    /// The environment variable of the field `id`.
+    fn var(&self, id: &str) -> String {
+        self.of(id).0
+    }
+
+    /// `VAR (--flag)` for the field `id`.
+    fn setting(&self, id: &str) -> String {
+        let (var, flag) = self.of(id);
+        format!("{var} (--{flag})")
+    }
+
+    /// The error for an unusable `value` of the field `id`.
+    fn invalid(&self, id: &str, value: &str, expected: impl fmt::Display) -> ConfigError {
+        let (var, flag) = self.of(id);
+        ConfigError::Invalid {
+            var,
+            flag,
+            value: value.to_owned(),
+            expected: expected.to_string(),
+        }
     }
 }
 
@@ -323,8 +372,8 @@ pub struct Target {
     pub port: u16,
 }
 
-fn parse_targets(raw: &str) -> Result<Vec<Target>, ConfigError> {
-    let bad = |expected: String| ConfigError::invalid("TARGETS", "targets", raw, expected);
+fn parse_targets(names: &Names<'_>, raw: &str) -> Result<Vec<Target>, ConfigError> {
+    let bad = |expected: String| names.invalid("targets", raw, expected);
     let mut targets = Vec::new();
     for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let uri: Uri = part
@@ -359,33 +408,16 @@ fn parse_targets(raw: &str) -> Result<Vec<Target>, ConfigError> {
     Ok(targets)
 }
 
-fn parse_mode(args: &Args) -> Result<Mode, ConfigError> {
-    let method = Method::from_bytes(args.method.trim().as_bytes()).map_err(|_| {
-        ConfigError::invalid(
-            "REQUEST_METHOD",
-            "method",
-            &args.method,
-            "an HTTP method such as GET",
-        )
-    })?;
+fn parse_mode(names: &Names<'_>, args: &Args) -> Result<Mode, ConfigError> {
+    let method = Method::from_bytes(args.method.trim().as_bytes())
+        .map_err(|_| names.invalid("method", &args.method, "an HTTP method such as GET"))?;
     let path = args.path.trim();
     // Parse a full URL now so every request URI built later is known to be valid.
     if !path.starts_with('/') || format!("http://h{path}").parse::<Uri>().is_err() {
-        return Err(ConfigError::invalid(
-            "REQUEST_PATH",
-            "path",
-            &args.path,
-            "a path starting with '/'",
-        ));
+        return Err(names.invalid("path", &args.path, "a path starting with '/'"));
     }
-    let key_header = HeaderName::from_bytes(args.key_header.trim().as_bytes()).map_err(|_| {
-        ConfigError::invalid(
-            "KEY_HEADER",
-            "key-header",
-            &args.key_header,
-            "a valid header name",
-        )
-    })?;
+    let key_header = HeaderName::from_bytes(args.key_header.trim().as_bytes())
+        .map_err(|_| names.invalid("key_header", &args.key_header, "a valid header name"))?;
     match args.mode.trim().to_ascii_lowercase().as_str() {
         "check" => Ok(Mode::Check),
         "proxy" => Ok(Mode::Proxy {
@@ -393,26 +425,15 @@ fn parse_mode(args: &Args) -> Result<Mode, ConfigError> {
             path: path.to_owned(),
             key_header,
         }),
-        _ => Err(ConfigError::invalid(
-            "MODE",
-            "mode",
-            &args.mode,
-            "check or proxy",
-        )),
+        _ => Err(names.invalid("mode", &args.mode, "check or proxy")),
     }
 }
 
-fn positive_f64(
-    var: &'static str,
-    flag: &'static str,
-    raw: &str,
-    max: f64,
-) -> Result<f64, ConfigError> {
+fn positive_f64(names: &Names<'_>, id: &str, raw: &str, max: f64) -> Result<f64, ConfigError> {
     match raw.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v > 0.0 && v <= max => Ok(v),
-        _ => Err(ConfigError::invalid(
-            var,
-            flag,
+        _ => Err(names.invalid(
+            id,
             raw,
             format!("a number greater than 0 and at most {max}"),
         )),
@@ -420,251 +441,32 @@ fn positive_f64(
 }
 
 /// Seconds as a decimal number; `allow_zero` for settings where 0 has a meaning.
-fn seconds(
-    var: &'static str,
-    flag: &'static str,
-    raw: &str,
-    allow_zero: bool,
-) -> Result<f64, ConfigError> {
+fn seconds(names: &Names<'_>, id: &str, raw: &str, allow_zero: bool) -> Result<f64, ConfigError> {
     match raw.trim().parse::<f64>() {
         Ok(v) if v.is_finite() && v <= MAX_SECONDS && (v > 0.0 || (allow_zero && v == 0.0)) => {
             Ok(v)
         }
-        _ if allow_zero => Err(ConfigError::invalid(
-            var,
-            flag,
-            raw,
-            "a number of seconds, 0 or more",
-        )),
-        _ => Err(ConfigError::invalid(
-            var,
-            flag,
-            raw,
-            "a number of seconds greater than 0",
-        )),
+        _ if allow_zero => Err(names.invalid(id, raw, "a number of seconds, 0 or more")),
+        _ => Err(names.invalid(id, raw, "a number of seconds greater than 0")),
     }
 }
 
-fn millis(var: &'static str, flag: &'static str, raw: &str) -> Result<Duration, ConfigError> {
+fn millis(names: &Names<'_>, id: &str, raw: &str) -> Result<Duration, ConfigError> {
     // A day is far beyond any sensible timeout and keeps arithmetic on deadlines safe.
-    positive_u64(var, flag, raw, 86_400_000).map(Duration::from_millis)
+    positive_u64(names, id, raw, 86_400_000).map(Duration::from_millis)
 }
 
-fn positive_u64(
-    var: &'static str,
-    flag: &'static str,
-    raw: &str,
-    max: u64,
-) -> Result<u64, ConfigError> {
+fn positive_u64(names: &Names<'_>, id: &str, raw: &str, max: u64) -> Result<u64, ConfigError> {
     match raw.trim().parse::<u64>() {
         Ok(v) if v > 0 && v <= max => Ok(v),
-        _ => Err(ConfigError::invalid(
-            var,
-            flag,
-            raw,
-            format!("a whole number from 1 to {max}"),
-        )),
+        _ => Err(names.invalid(id, raw, format!("a whole number from 1 to {max}"))),
     }
 }
 
-fn boolean(var: &'static str, flag: &'static str, raw: &str) -> Result<bool, ConfigError> {
+fn boolean(names: &Names<'_>, id: &str, raw: &str) -> Result<bool, ConfigError> {
     match raw.trim().to_ascii_lowercase().as_str() {
         "true" | "1" | "yes" | "on" => Ok(true),
         "false" | "0" | "no" | "off" => Ok(false),
-        _ => Err(ConfigError::invalid(var, flag, raw, "true or false")),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn parse(extra: &[&str]) -> Result<Config, ConfigError> {
-        let mut args = vec!["tollgate-loadgen"];
-        args.extend_from_slice(extra);
-        Config::parse_from(args)
-    }
-
-    fn invalid_var(result: Result<Config, ConfigError>) -> &'static str {
-        match result {
-            Err(ConfigError::Invalid { var, .. }) => var,
-            other => panic!("expected an invalid-value error, got {other:?}"),
-        }
-    }
-
-    fn bases(c: &Config) -> Vec<&str> {
-        c.targets.iter().map(|t| t.base.as_str()).collect()
-    }
-
-    #[test]
-    fn targets_are_parsed_once_into_what_is_dialled() {
-        let c = parse(&["--targets", "http://[::1]:9000/,http://app"]).expect("valid");
-        assert_eq!(bases(&c), ["http://[::1]:9000", "http://app"]);
-        assert_eq!(
-            (c.targets[0].host.as_str(), c.targets[0].port),
-            ("::1", 9000)
-        );
-        assert_eq!(c.targets[0].authority.as_str(), "[::1]:9000");
-        assert_eq!((c.targets[1].host.as_str(), c.targets[1].port), ("app", 80));
-    }
-
-    #[test]
-    fn defaults_match_the_demo_contract() {
-        let c = parse(&[]).expect("defaults are valid");
-        assert_eq!(
-            bases(&c),
-            [
-                "http://sidecar-1:8000",
-                "http://sidecar-2:8000",
-                "http://sidecar-3:8000"
-            ]
-        );
-        assert_eq!(c.schedule.rate(), 10.0);
-        assert_eq!(c.duration, None);
-        let burst = c.schedule.burst().expect("bursts are on by default");
-        assert_eq!(
-            (burst.multiplier, burst.duration, burst.interval),
-            (5.0, 5.0, 30.0)
-        );
-        assert_eq!(c.mode, Mode::Check);
-        assert_eq!(c.keys, KeyDist::Fixed(10));
-        assert_eq!(
-            c.policy,
-            Policy {
-                algorithm: Algorithm::Gcra,
-                limit: 100,
-                window_ms: 60_000,
-                burst: 100
-            }
-        );
-        assert_eq!(c.stats_interval, Duration::from_secs(10));
-        assert_eq!(c.request_timeout, Duration::from_millis(2000));
-        assert_eq!(c.max_in_flight, 10_000);
-        assert_eq!(c.connections, 256);
-    }
-
-    #[test]
-    fn flags_are_parsed_and_normalised() {
-        let c = parse(&[
-            "--targets",
-            " http://127.0.0.1:1/ ,http://127.0.0.1:2",
-            "--rps",
-            "250.5",
-            "--duration",
-            "1.5",
-            "--burst-enabled",
-            "off",
-            "--mode",
-            "proxy",
-            "--method",
-            "post",
-            "--path",
-            "/api/items?x=1",
-            "--keys",
-            "zipf:50:1.1",
-            "--algorithm",
-            "fixed-window",
-            "--burst",
-            "7",
-        ])
-        .expect("valid flags");
-        assert_eq!(bases(&c), ["http://127.0.0.1:1", "http://127.0.0.1:2"]);
-        assert_eq!(c.schedule.rate(), 250.5);
-        assert!(c.schedule.burst().is_none());
-        assert_eq!(c.duration, Some(Duration::from_millis(1500)));
-        match &c.mode {
-            // Method names are case-sensitive in HTTP; `post` is an extension method, not POST.
-            Mode::Proxy {
-                method,
-                path,
-                key_header,
-            } => {
-                assert_eq!(method.as_str(), "post");
-                assert_eq!(path, "/api/items?x=1");
-                assert_eq!(key_header.as_str(), "x-api-key");
-            }
-            Mode::Check => panic!("expected proxy mode"),
-        }
-        assert_eq!(c.keys, KeyDist::Zipf { n: 50, s: 1.1 });
-        assert_eq!(c.policy.algorithm, Algorithm::FixedWindow);
-        assert_eq!(c.policy.burst, 7);
-    }
-
-    #[test]
-    fn bad_values_name_their_variable() {
-        assert_eq!(invalid_var(parse(&["--rps", "fast"])), "RPS");
-        assert_eq!(invalid_var(parse(&["--rps", "0"])), "RPS");
-        assert_eq!(invalid_var(parse(&["--rps", "NaN"])), "RPS");
-        assert_eq!(invalid_var(parse(&["--duration", "-1"])), "DURATION");
-        assert_eq!(
-            invalid_var(parse(&["--burst-enabled", "maybe"])),
-            "BURST_ENABLED"
-        );
-        assert_eq!(
-            invalid_var(parse(&["--burst-multiplier", "0"])),
-            "BURST_MULTIPLIER"
-        );
-        assert_eq!(
-            invalid_var(parse(&["--burst-duration", "30"])),
-            "BURST_DURATION"
-        );
-        assert_eq!(
-            invalid_var(parse(&["--burst-interval", "x"])),
-            "BURST_INTERVAL"
-        );
-        assert_eq!(invalid_var(parse(&["--keys", "fixed:0"])), "KEYS");
-        assert_eq!(invalid_var(parse(&["--keys", "zipf:10"])), "KEYS");
-        assert_eq!(invalid_var(parse(&["--mode", "spray"])), "MODE");
-        assert_eq!(invalid_var(parse(&["--targets", "ftp://x"])), "TARGETS");
-        assert_eq!(
-            invalid_var(parse(&["--targets", "http://x/api"])),
-            "TARGETS"
-        );
-        assert_eq!(invalid_var(parse(&["--targets", " , "])), "TARGETS");
-        assert_eq!(invalid_var(parse(&["--limit", "-5"])), "LIMIT");
-        assert_eq!(invalid_var(parse(&["--window-ms", "0"])), "WINDOW_MS");
-        assert_eq!(invalid_var(parse(&["--algorithm", "leaky"])), "ALGORITHM");
-        assert_eq!(invalid_var(parse(&["--burst", "0"])), "BURST");
-        assert_eq!(
-            invalid_var(parse(&["--stats-interval", "0"])),
-            "STATS_INTERVAL"
-        );
-        assert_eq!(
-            invalid_var(parse(&["--request-timeout-ms", "1.5"])),
-            "REQUEST_TIMEOUT_MS"
-        );
-        assert_eq!(
-            invalid_var(parse(&["--max-in-flight", "0"])),
-            "MAX_IN_FLIGHT"
-        );
-        assert_eq!(
-            invalid_var(parse(&["--key-header", "bad header"])),
-            "KEY_HEADER"
-        );
-        assert_eq!(invalid_var(parse(&["--path", "no-slash"])), "REQUEST_PATH");
-        assert_eq!(invalid_var(parse(&["--progress", "sometimes"])), "PROGRESS");
-    }
-
-    #[test]
-    fn burst_relationship_is_only_checked_when_bursts_are_on() {
-        assert!(parse(&["--burst-enabled", "false", "--burst-duration", "60"]).is_ok());
-    }
-
-    #[test]
-    fn message_names_variable_and_flag() {
-        let err = parse(&["--rps", "fast"]).expect_err("invalid");
-        let msg = err.to_string();
-        assert!(
-            msg.contains("RPS") && msg.contains("--rps") && msg.contains("fast"),
-            "{msg}"
-        );
-    }
-
-    #[test]
-    fn help_is_informational() {
-        assert!(parse(&["--help"]).expect_err("help").is_informational());
-        assert!(!parse(&["--no-such-flag"])
-            .expect_err("unknown")
-            .is_informational());
+        _ => Err(names.invalid(id, raw, "true or false")),
     }
 }

@@ -1,14 +1,16 @@
 //! `tollgate-loadgen` binary: parse and validate everything, run, print the summary.
 //!
 //! Exit codes: 0 after a completed run or a SIGINT/SIGTERM stop (the summary is printed either
-//! way), 64 for a configuration or usage error (nothing is sent), 1 when the JSON summary
-//! cannot be written or the runtime cannot start.
+//! way) in which at most `MAX_FAILED_PERCENT` % of the requests failed; 1 when more failed (the
+//! last line says so and why), or the JSON summary cannot be written, or the runtime cannot
+//! start; 64 for a configuration or usage error (nothing is sent).
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use tollgate_loadgen::config::{Config, ConfigError};
 use tollgate_loadgen::console::Console;
+use tollgate_loadgen::Summary;
 
 /// `EX_USAGE` from sysexits.h: the demo contract's code for bad configuration.
 const EXIT_USAGE: u8 = 64;
@@ -18,8 +20,17 @@ fn main() -> ExitCode {
         Ok(config) => config,
         Err(e) => return config_error(&e),
     };
+    let budget = config.failure_budget.clone();
     match run(config) {
-        Ok(()) => ExitCode::SUCCESS,
+        // Judged after the summary and the JSON are out, so a failed run still leaves its
+        // numbers behind, and this verdict is the last line.
+        Ok(summary) => match summary.check_failures(&budget) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate-loadgen: run failed: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Err(e) => {
             eprintln!("tollgate-loadgen: error: {e:#}");
             ExitCode::FAILURE
@@ -45,7 +56,7 @@ fn config_error(e: &ConfigError) -> ExitCode {
     }
 }
 
-fn run(config: Config) -> anyhow::Result<()> {
+fn run(config: Config) -> anyhow::Result<Summary> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -60,7 +71,7 @@ fn run(config: Config) -> anyhow::Result<()> {
             std::fs::write(&path, text)
                 .with_context(|| format!("writing the JSON summary to {}", path.display()))?;
         }
-        Ok(())
+        Ok(summary)
     })
 }
 

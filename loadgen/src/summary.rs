@@ -9,6 +9,9 @@
 //! were sent more requests than the policy's maximum for the run (the limiter must deny some),
 //! `within_limit` keys were not (the limiter should deny none, so any denial there is a false
 //! positive). With `unique` keys every request is its own class member: the class is `unique`.
+//!
+//! [`Summary::check_failures`] judges the run against its [`FailureBudget`], so a run whose
+//! requests mostly failed (a wrong port, a dead target) cannot pass for a measurement.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -16,6 +19,7 @@ use std::fmt::Write as _;
 use serde::{Deserialize, Serialize};
 
 use crate::accuracy::AccuracyReport;
+use crate::config::FailureBudget;
 use crate::report::{fmt_ms, stats_line};
 use crate::schedule::Phase;
 use crate::stats::{CountSnapshot, Percentiles};
@@ -146,7 +150,75 @@ pub struct Summary {
 /// How many per-key lines the text summary shows (the JSON has more).
 const KEYS_SHOWN: usize = 5;
 
+/// A run in which more requests failed than its [`FailureBudget`] allows.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error(
+    "{failed} of {requests} requests failed ({percent:.2} %), more than the {max_percent} % \
+     allowed by {setting}; {detail}"
+)]
+pub struct TooManyFailures {
+    /// Requests that failed.
+    pub failed: u64,
+    /// Requests issued.
+    pub requests: u64,
+    /// `failed` as a percentage of `requests`.
+    pub percent: f64,
+    /// The budget that was exceeded.
+    pub max_percent: f64,
+    /// The setting that configures the budget, as `VAR (--flag)`.
+    pub setting: String,
+    /// Failures by reason and statuses, and a hint when they point at a likely cause.
+    pub detail: String,
+}
+
 impl Summary {
+    /// Checks the share of failed requests against `budget`.
+    ///
+    /// A run with no requests (stopped before the first was due) passes: nothing failed.
+    ///
+    /// # Errors
+    ///
+    /// [`TooManyFailures`] when more than `budget.max_percent` % of the requests failed.
+    pub fn check_failures(&self, budget: &FailureBudget) -> Result<(), TooManyFailures> {
+        // Compared as failed / requests > max / 100 without dividing, so 0 requests is no
+        // special case; f64 holds these counts exactly far beyond any real run.
+        if (self.failed as f64) * 100.0 <= budget.max_percent * (self.requests as f64) {
+            return Ok(());
+        }
+        let mut detail = format!(
+            "failures: {}; statuses: {}",
+            join_counts(
+                &self
+                    .failures
+                    .iter()
+                    .filter(|(_, n)| **n > 0)
+                    .map(|(k, n)| (k.clone(), *n))
+                    .collect()
+            ),
+            join_counts(&self.statuses)
+        );
+        // The usual cause of a run full of 400/404/405 in check mode: TARGETS names the
+        // sidecar's proxy port, which does not serve the decision API.
+        let client_errors = ["400", "404", "405"]
+            .iter()
+            .any(|code| self.statuses.contains_key(*code));
+        if self.mode == "check" && client_errors {
+            detail.push_str(
+                ". Check mode sends POST /check, which the sidecar serves on its admin port \
+                 (9000 by default), not on its proxy port (8000): check TARGETS, or use \
+                 MODE=proxy for the proxy port",
+            );
+        }
+        Err(TooManyFailures {
+            failed: self.failed,
+            requests: self.requests,
+            percent: 100.0 * self.failed as f64 / self.requests as f64,
+            max_percent: budget.max_percent,
+            setting: budget.setting.clone(),
+            detail,
+        })
+    }
+
     /// Counts as a snapshot, for the shared stats-line format.
     pub fn totals(&self) -> CountSnapshot {
         CountSnapshot {
@@ -206,20 +278,7 @@ impl Summary {
             .map(|(k, v)| format!("{k}={v}"))
             .collect();
         let _ = writeln!(out, "Failures: {}", failures.join(" "));
-        let statuses: Vec<String> = self
-            .statuses
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
-        let _ = writeln!(
-            out,
-            "Statuses: {}",
-            if statuses.is_empty() {
-                "-".to_owned()
-            } else {
-                statuses.join(" ")
-            }
-        );
+        let _ = writeln!(out, "Statuses: {}", join_counts(&self.statuses));
         let _ = writeln!(out, "Per target:");
         for t in &self.per_target {
             let _ = writeln!(
@@ -247,6 +306,15 @@ impl Summary {
         }
         out
     }
+}
+
+/// `k=v k=v`, or `-` when there is nothing to list.
+fn join_counts(counts: &BTreeMap<String, u64>) -> String {
+    if counts.is_empty() {
+        return "-".to_owned();
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.join(" ")
 }
 
 fn render_accuracy(out: &mut String, a: &AccuracyReport) {

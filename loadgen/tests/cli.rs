@@ -9,7 +9,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::ok_server;
+use axum::http::StatusCode;
+use common::{first_fails_server, ok_server, status_server};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-loadgen");
 
@@ -57,7 +58,17 @@ fn bad_flag_value_exits_64_naming_the_variable() {
 
 #[test]
 fn unknown_flag_exits_64_and_help_exits_0() {
-    assert_eq!(output(&[], &["--frobnicate"]).status.code(), Some(64));
+    let out = output(&[], &["--frobnicate"]);
+    assert_eq!(out.status.code(), Some(64));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--frobnicate"),
+        "the message names the flag"
+    );
+    assert!(out.stdout.is_empty(), "nothing is started on a usage error");
+    assert_eq!(
+        output(&[("MAX_FAILED_PERCENT", "200")], &[]).status.code(),
+        Some(64)
+    );
     let help = output(&[], &["--help"]);
     assert_eq!(help.status.code(), Some(0));
     let text = String::from_utf8_lossy(&help.stdout);
@@ -171,4 +182,97 @@ async fn sigterm_stops_gracefully_with_a_summary() {
     );
     assert!(text.contains("| Failed: 0 |"), "{text}");
     assert!(server.seen.hits() > 0);
+}
+
+/// Runs the binary to its end on a blocking thread, so the test's in-process server keeps
+/// answering meanwhile.
+async fn run_to_exit(env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = loadgen(env, args);
+    let run = tokio::task::spawn_blocking(move || cmd.output());
+    tokio::time::timeout(Duration::from_secs(20), run)
+        .await
+        .expect("a 0.5 s run ends within 20 s")
+        .expect("join")
+        .expect("the loadgen binary runs")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_mode_answered_with_400_exits_1_saying_why() {
+    // What the proxy port answers to POST /check: the documented mistake of issue 10.
+    let server = status_server(StatusCode::BAD_REQUEST, Duration::ZERO).await;
+    let env = [
+        ("TARGETS", server.url.as_str()),
+        ("MODE", "check"),
+        ("RPS", "40"),
+        ("DURATION", "0.5"),
+        ("BURST_ENABLED", "false"),
+    ];
+    let out = run_to_exit(&env, &[]).await;
+
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains("=== Summary ===") && stdout.contains("| Failed: 20 |"),
+        "the summary is still printed: {stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let last = stderr.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with("tollgate-loadgen: run failed: 20 of 20 requests failed (100.00 %)")
+            && last.contains("MAX_FAILED_PERCENT (--max-failed-percent)")
+            && last.contains("statuses: 400=20")
+            && last.contains("admin port"),
+        "{stderr}"
+    );
+    assert_eq!(server.seen.hits(), 20);
+
+    // A demo that breaks things on purpose relaxes the budget.
+    let relaxed = [("MAX_FAILED_PERCENT", "100")];
+    let out = run_to_exit(&[&env[..], &relaxed[..]].concat(), &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_within_the_budget_exit_0() {
+    // 100 requests, the first answered 500: exactly 1 % failed, which the default allows.
+    let server = first_fails_server().await;
+    let env = [
+        ("TARGETS", server.url.as_str()),
+        ("RPS", "200"),
+        ("DURATION", "0.5"),
+        ("BURST_ENABLED", "false"),
+    ];
+    let out = run_to_exit(&env, &[]).await;
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("Requests: 100 | Success: 99 | Failed: 1 |"),
+        "{out:?}"
+    );
+
+    // The same single failure is too many for a stricter budget given as a flag.
+    let server = first_fails_server().await;
+    let env = [
+        ("TARGETS", server.url.as_str()),
+        ("MAX_FAILED_PERCENT", "5"),
+    ];
+    let out = run_to_exit(
+        &env,
+        &[
+            "--rps",
+            "200",
+            "--duration",
+            "0.5",
+            "--burst-enabled",
+            "false",
+            "--max-failed-percent",
+            "0.5",
+        ],
+    )
+    .await;
+    assert_eq!(out.status.code(), Some(1), "the flag wins: {out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("1 of 100 requests failed (1.00 %), more than the 0.5 %"),
+        "{stderr}"
+    );
 }

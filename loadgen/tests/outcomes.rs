@@ -231,3 +231,25 @@ async fn connections_closed_by_the_server_are_reopened() {
     );
     assert_eq!(server.seen.hits(), 100);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_over_its_failure_budget_is_judged_failed() {
+    let ok = ok_server().await;
+    let refused = closed_port().await;
+    // Half the requests are refused: far over the default 1 %, within a budget of 50 %.
+    let cfg = config(&[&ok.url, &refused], &["--rps", "100", "--duration", "0.2"]);
+    let mut budget = cfg.failure_budget.clone();
+
+    let s = tollgate_loadgen::run(cfg, Console::capture().0, pending()).await;
+
+    assert_eq!((s.requests, s.failed), (20, 10));
+    let err = s.check_failures(&budget).expect_err("50 % failed");
+    assert_eq!((err.failed, err.requests, err.percent), (10, 20, 50.0));
+    assert!(err.detail.contains("connect=10"), "{err}");
+    assert!(
+        !err.detail.contains("admin port"),
+        "no check-mode hint without 4xx answers: {err}"
+    );
+    budget.max_percent = 50.0;
+    assert_eq!(s.check_failures(&budget), Ok(()));
+}

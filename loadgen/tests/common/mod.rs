@@ -101,6 +101,24 @@ pub async fn alternating_server() -> Server {
     }
 }
 
+/// Answers 500 to the first request and 200 to every later one: one failure per run.
+pub async fn first_fails_server() -> Server {
+    let seen = Arc::new(Seen::default());
+    let router = Router::new()
+        .fallback(any(|State(seen): State<Arc<Seen>>| async move {
+            if seen.note() == 0 {
+                StatusCode::INTERNAL_SERVER_ERROR
+            } else {
+                StatusCode::OK
+            }
+        }))
+        .with_state(Arc::clone(&seen));
+    Server {
+        url: serve(router).await,
+        seen,
+    }
+}
+
 /// Records `method path header-value` for every request and answers 200.
 pub async fn recording_server(header: &'static str) -> Server {
     let seen = Arc::new(Seen::default());
