@@ -30,3 +30,14 @@ impl FromStr for FailureMode {
         }
     }
 }
+
+impl std::fmt::Display for FailureMode {
+    /// The name [`FromStr`] reads back: `open`, `closed`, `local`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FailureMode::Open => "open",
+            FailureMode::Closed => "closed",
+            FailureMode::Local => "local",
+        })
+    }
+}

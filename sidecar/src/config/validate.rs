@@ -186,6 +186,16 @@ impl FileConfig {
             .map_err(|e| c.err("policies", e))?;
 
         Ok(Config {
+            effective: self.effective(
+                listen,
+                admin_listen,
+                &node_id,
+                &store,
+                &limiter,
+                &proxy,
+                &upstreams,
+                &routes,
+            ),
             listen,
             admin_listen,
             node_id,
@@ -195,8 +205,104 @@ impl FileConfig {
             proxy,
             upstreams,
             routes,
-            effective: self.redacted(),
         })
+    }
+
+    /// What `GET /config` shows: this file with every default written out, so an
+    /// operator sees the value in force rather than `null`, and secrets redacted.
+    #[allow(clippy::too_many_arguments)]
+    fn effective(
+        &self,
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+        node_id: &str,
+        store: &StoreConfig,
+        limiter: &LimiterConfig,
+        proxy: &ProxyConfig,
+        upstreams: &[Upstream],
+        routes: &[Route],
+    ) -> FileConfig {
+        let ms = |d: Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let mut out = self.redacted();
+        out.listen = Some(listen.to_string());
+        out.admin_listen = Some(admin_listen.to_string());
+        out.node_id = Some(node_id.to_owned());
+        match (store, out.redis.as_mut()) {
+            (
+                StoreConfig::Redis {
+                    timeout, prefix, ..
+                },
+                Some(redis),
+            ) => {
+                redis.timeout_ms = ms(*timeout);
+                redis.prefix = Some(prefix.clone());
+            }
+            (StoreConfig::Memory { max_keys }, _) => out.limiter.max_keys = Some(*max_keys),
+            _ => {}
+        }
+        let l = &mut out.limiter;
+        l.failure_mode = Some(limiter.failure_mode.to_string());
+        l.timeout_ms = ms(limiter.timeout);
+        l.deny_cache = Some(limiter.deny_cache);
+        l.shadow = Some(limiter.shadow);
+        l.ietf_headers = Some(limiter.headers.ietf);
+        l.legacy_headers = Some(limiter.headers.legacy);
+        l.check_algorithm = Some(limiter.check_algorithm.to_string());
+        out.proxy = super::ProxySection {
+            connect_timeout_ms: ms(proxy.connect_timeout),
+            request_timeout_ms: ms(proxy.request_timeout),
+            idle_timeout_ms: ms(proxy.idle_timeout),
+            header_read_timeout_ms: ms(proxy.header_read_timeout),
+            max_concurrent_requests: Some(proxy.max_concurrent_requests),
+            host: Some(
+                if proxy.rewrite_host {
+                    "upstream"
+                } else {
+                    "preserve"
+                }
+                .into(),
+            ),
+            shutdown_grace_ms: ms(proxy.shutdown_grace),
+        };
+        for upstream in upstreams {
+            if let Some(section) = out.upstreams.get_mut(&upstream.name) {
+                section.protocol = Some(if upstream.h2c { "h2c" } else { "http1" }.into());
+            }
+        }
+        if out.routes.is_empty() {
+            // The implicit route of a single upstream, made explicit.
+            out.routes = routes
+                .iter()
+                .map(|r| super::RouteSection {
+                    path_prefix: Some(r.path_prefix.clone()),
+                    methods: None,
+                    upstream: upstreams[r.upstream].name.clone(),
+                })
+                .collect();
+        } else {
+            for (section, route) in out.routes.iter_mut().zip(routes) {
+                section.path_prefix = Some(route.path_prefix.clone());
+            }
+        }
+        for policy in &mut out.policies {
+            policy
+                .missing_key
+                .get_or_insert_with(|| "reject".to_owned());
+            policy.shadow.get_or_insert(false);
+            if policy.cost.is_none() && policy.cost_header.is_none() {
+                policy.cost = Some(1);
+            }
+            if policy.cost_header.is_some() {
+                policy.cost_max.get_or_insert(100);
+            }
+            for limit in &mut policy.limits {
+                if limit.algorithm.is_none() {
+                    // The spec parsed without an algorithm is GCRA.
+                    limit.algorithm = Some(Algorithm::default().to_string());
+                }
+            }
+        }
+        out
     }
 
     fn validate_upstreams(&self, c: &Checker<'_>) -> Result<Vec<Upstream>, ConfigError> {
