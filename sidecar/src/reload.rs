@@ -9,8 +9,9 @@
 //! A reload re-reads the file, applies the same flags as at start, validates, builds a
 //! new [`Runtime`] and swaps it in. If any step fails, the error is logged with its
 //! field, `tollgate_config_reloads_total{result="error"}` counts it, and the old
-//! configuration keeps serving untouched. Addresses cannot change without a restart:
-//! a reload that changes them is refused.
+//! configuration keeps serving untouched. Addresses and the node id cannot change
+//! without a restart: a reload that changes them is refused (the node id labels every
+//! series of this sidecar, and the accept loop's meters are resolved once at start).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -18,9 +19,11 @@ use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::runtime::{Runtime, Shared, Stores};
+use crate::telemetry::{self, CONFIG_RELOADS};
 
 /// Reloads once. Returns whether the new configuration is now serving.
 pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
+    let node = telemetry::node_label(&state.load().config.node_id);
     let result = cli
         .file_config()
         .and_then(|file| file.validate(&cli.source()))
@@ -33,17 +36,20 @@ pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
                     "listen addresses cannot change on reload; restart to move them".into(),
                 );
             }
+            if config.node_id != old.config.node_id {
+                return Err("node_id cannot change on reload; restart to rename the node".into());
+            }
             Runtime::build(config, stores).map_err(|e| e.to_string())
         });
     match result {
         Ok(runtime) => {
             state.store(Arc::new(runtime));
-            metrics::counter!("tollgate_config_reloads_total", "result" => "ok").increment(1);
+            metrics::counter!(CONFIG_RELOADS, "node" => node, "result" => "ok").increment(1);
             tracing::info!(source = %cli.source(), "configuration reloaded");
             true
         }
         Err(e) => {
-            metrics::counter!("tollgate_config_reloads_total", "result" => "error").increment(1);
+            metrics::counter!(CONFIG_RELOADS, "node" => node, "result" => "error").increment(1);
             tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
             false
         }

@@ -32,6 +32,7 @@ use tower::Service;
 
 use self::upstream::{Clients, Pool};
 use crate::config::{Config, ProxyConfig, Route};
+use crate::telemetry::{self, UPSTREAM_ERRORS};
 
 pub use self::pool::PooledBody;
 
@@ -50,6 +51,8 @@ struct Inner {
     clients: Clients,
     config: ProxyConfig,
     in_flight: Arc<Semaphore>,
+    /// The `node` label of this sidecar's series.
+    node: metrics::SharedString,
 }
 
 impl Proxy {
@@ -61,11 +64,12 @@ impl Proxy {
                 pools: config
                     .upstreams
                     .iter()
-                    .map(|u| Pool::new(u, &config.proxy))
+                    .map(|u| Pool::new(u, &config.proxy, &config.node_id))
                     .collect(),
                 clients: Clients::new(&config.proxy),
                 config: config.proxy.clone(),
                 in_flight: Arc::new(Semaphore::new(config.proxy.max_concurrent_requests)),
+                node: telemetry::node_label(&config.node_id),
             }),
         }
     }
@@ -102,7 +106,7 @@ impl Service<Request<Incoming>> for Proxy {
 impl Inner {
     async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let Ok(_permit) = self.in_flight.clone().try_acquire_owned() else {
-            metrics::counter!("tollgate_upstream_errors_total", "upstream" => "", "kind" => "overloaded").increment(1);
+            metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => "", "kind" => "overloaded").increment(1);
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "proxy overloaded: too many requests in flight",
@@ -186,12 +190,12 @@ impl Inner {
             }
             Ok(Err((connect, error))) => {
                 let kind = if connect { "connect" } else { "other" };
-                metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => kind).increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => kind).increment(1);
                 tracing::warn!(upstream = %pool.name, %endpoint, %error, "upstream failed");
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
             Err(_) => {
-                metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
                 tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, "upstream timed out");
                 local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
