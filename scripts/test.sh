@@ -1,20 +1,28 @@
 #!/usr/bin/env bash
 # Runs every test of the workspace: formatting, lints, docs, unit, property,
 # conformance, Redis-failure, axum, tonic and loadgen tests, against a real
-# redis-server that the tests start themselves (installed here when missing).
+# redis-server that the tests start themselves, and the sidecar's /metrics through
+# `promtool check metrics` (both installed here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 need_redis() {
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
 }
-if ! need_redis; then
-  echo "==> installing redis-server (Debian package) for the tests"
+# promtool (Debian's `prometheus` package) lints the sidecar's /metrics in
+# sidecar/tests/process.rs::metrics_pass_promtool_and_match_the_docs.
+need_promtool() {
+  command -v "${PROMTOOL:-promtool}" >/dev/null 2>&1
+}
+if ! need_redis || ! need_promtool; then
+  echo "==> installing redis-server and promtool (Debian packages) for the tests"
   SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
   $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+  need_redis || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq redis-server redis-tools >/dev/null
+  need_promtool || DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
 fi
 need_redis || { echo "redis-server is required for the tests and could not be installed" >&2; exit 1; }
+need_promtool || { echo "promtool is required for the tests and could not be installed" >&2; exit 1; }
 
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
@@ -34,6 +42,14 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   cargo nextest run -p tollgate --all-features --no-fail-fast
   # nextest does not run doc tests.
   cargo test --workspace --all-features --doc
+  # nextest gives every test a process of its own; plain `cargo test` (what a
+  # contributor types, and how an application embeds the crates) runs a binary's tests
+  # together in one process: one metrics recorder, shared file descriptors, sidecars
+  # binding concurrently. Run the library's and the sidecar's tests that way too, so a
+  # failure only one runner shows cannot hide.
+  echo "==> tests again with plain cargo test (all tests of a binary in one process)"
+  cargo test -p tollgate-sidecar --no-fail-fast
+  cargo test -p tollgate --all-features --no-fail-fast --lib --tests
 else
   cargo test --workspace --no-fail-fast
   cargo test -p tollgate --all-features --no-fail-fast

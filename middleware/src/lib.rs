@@ -57,4 +57,4 @@ pub mod store;
 pub use algorithm::{Algorithm, LimitSpec, SpecError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use layer::{RateLimit, RateLimitLayer};
-pub use limiter::{Decision, DecisionKind, FailureMode, RateLimiter};
+pub use limiter::{describe_metrics, Decision, DecisionKind, FailureMode, RateLimiter};

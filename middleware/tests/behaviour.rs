@@ -375,6 +375,71 @@ fn metrics_count_decisions_by_policy_and_outcome() {
 }
 
 #[test]
+fn static_metric_labels_keep_two_limiters_apart_and_every_family_is_described() {
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let limiter = |node: &str| {
+        RateLimiter::builder()
+            .policy(Policy::single("metered", spec("2/h"), Key::global()))
+            .metric_label("node", node)
+            .build()
+            .expect("limiter")
+    };
+    let parts = http::Request::get("/")
+        .body(())
+        .expect("valid")
+        .into_parts()
+        .0;
+    metrics::with_local_recorder(&recorder, || {
+        let (a, b) = (limiter("a"), limiter("b"));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("rt");
+        for _ in 0..3 {
+            runtime.block_on(a.check(&parts));
+        }
+        runtime.block_on(b.check(&parts));
+    });
+    let text = handle.render();
+    for series in [
+        r#"ratelimiter_requests_checked_total{node="a",policy="metered",decision="allowed"} 2"#,
+        r#"ratelimiter_requests_checked_total{node="a",policy="metered",decision="limited"} 1"#,
+        r#"ratelimiter_requests_checked_total{node="b",policy="metered",decision="allowed"} 1"#,
+        "# HELP ratelimiter_requests_checked_total ",
+    ] {
+        assert!(text.contains(series), "{series} in\n{text}");
+    }
+    assert!(
+        !text.contains(r#"node="b",policy="metered",decision="limited""#),
+        "{text}"
+    );
+}
+
+#[test]
+fn bad_static_metric_labels_are_refused_by_name() {
+    for (name, reason) in [
+        ("policy", "sets this label itself"),
+        ("no-dash", "not a Prometheus label name"),
+        ("", "not a Prometheus label name"),
+        ("__reserved", "reserved"),
+    ] {
+        let error = RateLimiter::builder()
+            .metric_label(name, "x")
+            .build()
+            .expect_err(name);
+        let message = error.to_string();
+        assert!(message.contains(&format!("{name:?}")), "{message}");
+        assert!(message.contains(reason), "{message}");
+    }
+    let twice = RateLimiter::builder()
+        .metric_label("node", "a")
+        .metric_label("node", "b")
+        .build()
+        .expect_err("twice");
+    assert!(twice.to_string().contains("given twice"), "{twice}");
+}
+
+#[test]
 fn memory_store_stays_within_its_key_bound() {
     let store = MemoryStore::builder().max_keys(1_000).shards(4).build();
     let limit = spec("5/h");

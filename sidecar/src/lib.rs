@@ -10,7 +10,7 @@
 //! - [`proxy`]: routing, round-robin upstreams, hop-by-hop headers, 502/504.
 //! - [`server`]: the accept loop (HTTP/1.1 + h2c) and its graceful drain.
 //! - [`admin`]: `/health`, `/ready`, `/metrics`, `/config`, `POST /check`.
-//! - [`telemetry`]: logs and the Prometheus recorder.
+//! - [`telemetry`]: logs, the metrics recorder and the sidecar's metric families.
 //! - [`demo`]: the demo upstream.
 //!
 //! The sidecar uses only `tollgate`'s public API: it is a library user like any other.
@@ -18,7 +18,8 @@
 //! # Lifecycle
 //!
 //! [`Sidecar::bind`] validates nothing more (the configuration is already validated),
-//! builds the runtime and binds both ports; [`Sidecar::run`] serves until the shutdown
+//! sets up the metrics recorder ([`telemetry::Recorder`]), builds the runtime and binds
+//! both ports; [`Sidecar::run`] serves until the shutdown
 //! future resolves, then reports not-ready, stops accepting, drains in-flight requests
 //! within the grace period and returns.
 
@@ -39,12 +40,12 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use arc_swap::ArcSwap;
-use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::net::TcpListener;
 
 use crate::cli::Cli;
 use crate::config::Config;
 use crate::runtime::{Runtime, Shared, Stores};
+use crate::telemetry::{Exposition, Recorder};
 
 /// A sidecar with its ports bound, ready to [`run`](Sidecar::run).
 pub struct Sidecar {
@@ -52,7 +53,7 @@ pub struct Sidecar {
     admin: TcpListener,
     state: Shared,
     stores: Arc<Stores>,
-    metrics: PrometheusHandle,
+    metrics: Exposition,
     serving: Arc<AtomicBool>,
     cli: Option<Cli>,
 }
@@ -61,11 +62,32 @@ impl Sidecar {
     /// Builds the runtime for `config` and binds its two ports. With `cli`, the
     /// configuration is reloaded from the same flags and file on SIGHUP or change.
     ///
+    /// Metrics go to a Prometheus recorder installed once per process
+    /// ([`Recorder::InstallPrometheus`]); several sidecars in one process share it, their
+    /// series told apart by `node`. An application with its own recorder uses
+    /// [`bind_with_recorder`](Self::bind_with_recorder).
+    ///
     /// # Errors
     ///
-    /// When the runtime cannot be built or a port cannot be bound.
+    /// When the runtime cannot be built or a port cannot be bound, and
+    /// [`MetricsError::ForeignRecorder`](telemetry::MetricsError::ForeignRecorder) when
+    /// the process already has another `metrics` recorder.
     pub async fn bind(config: Config, cli: Option<Cli>) -> anyhow::Result<Self> {
-        let metrics = telemetry::prometheus(&config.node_id)?;
+        Self::bind_with_recorder(config, cli, Recorder::default()).await
+    }
+
+    /// [`bind`](Self::bind), with metrics recorded as `recorder` says.
+    ///
+    /// # Errors
+    ///
+    /// As [`bind`](Self::bind); the metrics error only with
+    /// [`Recorder::InstallPrometheus`].
+    pub async fn bind_with_recorder(
+        config: Config,
+        cli: Option<Cli>,
+        recorder: Recorder,
+    ) -> anyhow::Result<Self> {
+        let metrics = telemetry::setup(recorder)?;
         let stores = Arc::new(Stores::default());
         let (listen, admin_listen) = (config.listen, config.admin_listen);
         let runtime = Runtime::build(config, &stores)?;

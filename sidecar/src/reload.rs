@@ -20,9 +20,11 @@ use std::time::Duration;
 
 use crate::cli::Cli;
 use crate::runtime::{Runtime, Shared, Stores};
+use crate::telemetry::{self, CONFIG_RELOADS};
 
 /// Reloads once. Returns whether the new configuration is now serving.
 pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
+    let node = telemetry::node_label(&state.load().config.node_id);
     let result = cli
         .file_config()
         .and_then(|file| file.validate(&cli.source()))
@@ -47,12 +49,12 @@ pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
     match result {
         Ok(runtime) => {
             state.store(Arc::new(runtime));
-            metrics::counter!("tollgate_config_reloads_total", "result" => "ok").increment(1);
+            metrics::counter!(CONFIG_RELOADS, "node" => node, "result" => "ok").increment(1);
             tracing::info!(source = %cli.source(), "configuration reloaded");
             true
         }
         Err(e) => {
-            metrics::counter!("tollgate_config_reloads_total", "result" => "error").increment(1);
+            metrics::counter!(CONFIG_RELOADS, "node" => node, "result" => "error").increment(1);
             tracing::error!(error = %e, "reload refused; the previous configuration keeps serving");
             false
         }

@@ -102,6 +102,8 @@ impl Runtime {
             .timeout(l.timeout)
             .deny_cache(l.deny_cache)
             .shadow(l.shadow)
+            // One recorder per process: the label keeps this sidecar's series apart.
+            .metric_label("node", config.node_id.clone())
             .build()?;
         let layer = RateLimitLayer::new(limiter.clone()).headers(l.headers);
         let stack = layer.layer(Proxy::new(&config));

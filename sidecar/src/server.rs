@@ -28,16 +28,19 @@ use tower::ServiceExt;
 
 use crate::proxy::ProxyBody;
 use crate::runtime::Shared;
+use crate::telemetry::{self, PROXY_IN_FLIGHT, PROXY_REQUESTS};
 
 /// Per-status response counters, registered on first use and then reused, so a request
 /// does not build a metric key (and allocate its label) each time.
 struct StatusCounters {
+    node: metrics::SharedString,
     by_code: Box<[OnceLock<metrics::Counter>]>,
 }
 
 impl StatusCounters {
-    fn new() -> Self {
+    fn new(node: metrics::SharedString) -> Self {
         StatusCounters {
+            node,
             by_code: (100..1000).map(|_| OnceLock::new()).collect(),
         }
     }
@@ -46,7 +49,7 @@ impl StatusCounters {
         // StatusCode is always within 100..=999.
         let slot = &self.by_code[usize::from(status.as_u16()) - 100];
         slot.get_or_init(|| {
-            metrics::counter!("tollgate_proxy_requests_total", "status" => status.as_str().to_owned())
+            metrics::counter!(PROXY_REQUESTS, "node" => self.node.clone(), "status" => status.as_str().to_owned())
         })
         .increment(1);
     }
@@ -116,9 +119,12 @@ pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<O
     let mut header_read_timeout = state.load().config.proxy.header_read_timeout;
     let mut builder = connection_builder(header_read_timeout);
     let graceful = GracefulShutdown::new();
+    // The node id cannot change on reload (it names this process's series), so the
+    // meters are resolved once, from the configuration the sidecar started with.
+    let node = telemetry::node_label(&state.load().config.node_id);
     let meters = Arc::new(Meters {
-        in_flight: metrics::gauge!("tollgate_proxy_in_flight"),
-        statuses: StatusCounters::new(),
+        in_flight: metrics::gauge!(PROXY_IN_FLIGHT, "node" => node.clone()),
+        statuses: StatusCounters::new(node),
     });
     tokio::pin!(shutdown);
     loop {

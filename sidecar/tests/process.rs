@@ -1,7 +1,10 @@
 //! The `tollgate-sidecar` binary as operators run it: configuration errors, reload on
-//! SIGHUP and on file change, and graceful shutdown on SIGTERM.
+//! SIGHUP and on file change, graceful shutdown on SIGTERM, and a `/metrics` that
+//! Prometheus' own linter (`promtool check metrics`) accepts.
 
 mod common;
+#[path = "../../middleware/tests/support/mod.rs"]
+mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -326,4 +329,147 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     assert_eq!(status.code(), Some(0));
+}
+
+/// The metric families `docs/metrics.md` lists: the first cell of each table row that
+/// names one of the two prefixes.
+fn documented_families() -> std::collections::BTreeSet<String> {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/metrics.md");
+    let text = std::fs::read_to_string(path).expect("docs/metrics.md");
+    text.lines()
+        .filter_map(|l| l.strip_prefix("| `"))
+        .filter_map(|l| l.split_once('`').map(|(name, _)| name.to_owned()))
+        .filter(|name| name.starts_with("ratelimiter_") || name.starts_with("tollgate_"))
+        .collect()
+}
+
+/// Every family the sidecar and its limiter emit, made to appear with real traffic (a
+/// pass, 429s, one from the deny cache, an upstream error, a reload, a Redis outage
+/// answered by the local fallback), then the whole `/metrics` piped to
+/// `promtool check metrics`, which must accept it; the families shown and those
+/// `docs/metrics.md` lists must be the same, each with a `# HELP` line.
+#[tokio::test]
+async fn metrics_pass_promtool_and_match_the_docs() {
+    let mut redis = support::RedisServer::start();
+    let upstream = common::upstream().await;
+    let dead = free_addr(); // nothing listens there: connection refused
+    let (proxy, admin) = (free_addr(), free_addr());
+    let path = temp_file("promtool.toml");
+    let text = format!(
+        r#"
+listen = "{proxy}"
+admin_listen = "{admin}"
+node_id = "promtool"
+
+[redis]
+url = "{url}"
+timeout_ms = 500
+
+[limiter]
+failure_mode = "local"
+timeout_ms = 500
+
+[upstreams.app]
+endpoints = ["http://{upstream}"]
+
+[upstreams.dead]
+endpoints = ["http://{dead}"]
+
+[[routes]]
+path_prefix = "/dead"
+upstream = "dead"
+
+[[routes]]
+upstream = "app"
+
+[[policies]]
+name = "limited"
+path_prefix = "/echo/limited"
+
+[[policies.limits]]
+name = "per-key"
+rate = "2/m"
+key = "header:x-api-key"
+"#,
+        url = redis.url()
+    );
+    write(&path, &text);
+    let child = Proc(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(&path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    wait_ready(admin).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..4 {
+        statuses.push(policy_header(proxy, "k").await.0);
+    }
+    // The fourth refusal comes from the deny cache.
+    assert_eq!(statuses, [200, 200, 429, 429]);
+    let res = common::get_url(format!("http://{proxy}/dead")).await;
+    assert_eq!(res.status(), 502);
+    signal(&child.0, "-HUP");
+    // Redis gone: the store error is counted and the local fallback decides.
+    redis.kill();
+    assert_eq!(policy_header(proxy, "other").await.0, 200);
+
+    let want = documented_families();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let metrics = loop {
+        let metrics = common::metrics_text(admin).await;
+        let shown: std::collections::BTreeSet<String> = metrics
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next().map(str::to_owned))
+            .collect();
+        if shown == want {
+            break metrics;
+        }
+        // The reload is asynchronous; anything else missing will not come.
+        assert!(
+            Instant::now() < deadline,
+            "families shown and documented differ:\nshown only: {:?}\ndocumented only: {:?}",
+            shown.difference(&want).collect::<Vec<_>>(),
+            want.difference(&shown).collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for family in &want {
+        assert!(
+            metrics.contains(&format!("# HELP {family} ")),
+            "no HELP for {family}:\n{metrics}"
+        );
+    }
+
+    let promtool = std::env::var("PROMTOOL").unwrap_or_else(|_| "promtool".into());
+    let mut check = Command::new(&promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot run {promtool:?} ({e}); run scripts/test.sh, which installs it \
+                 (Debian package `prometheus`)"
+            )
+        });
+    check
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(metrics.as_bytes())
+        .expect("write to promtool");
+    let out = check.wait_with_output().expect("promtool");
+    assert!(
+        out.status.success(),
+        "promtool check metrics failed:\n{}{}\n--- metrics ---\n{metrics}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    drop(child);
 }

@@ -2,11 +2,17 @@
 //!
 //! The application installs the exporter it likes; with none installed these calls
 //! cost a few nanoseconds.
+//!
+//! The families are named `ratelimiter_*`: they are the library's, the same in every
+//! application that embeds the layer, and named for what they measure. An application
+//! that runs several limiters in one process (one recorder per process is all the
+//! facade allows) tells them apart with static labels set on the builder, which every
+//! series of that limiter carries.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::SharedString;
+use metrics::{Label, SharedString, Unit};
 
 use super::breaker::CircuitState;
 use super::decision::Decision;
@@ -18,33 +24,115 @@ pub(crate) const CIRCUIT_STATE: &str = "ratelimiter_circuit_state";
 pub(crate) const DENY_CACHE_HITS: &str = "ratelimiter_deny_cache_hits_total";
 pub(crate) const FALLBACK_DECISIONS: &str = "ratelimiter_fallback_decisions_total";
 
-pub(crate) fn decided(decision: &Decision) {
-    // An `Arc<str>` label is shared, not copied, into the metric key.
-    let policy = decision
-        .policy
-        .clone()
-        .map_or_else(|| SharedString::const_str(""), SharedString::from);
-    metrics::counter!(REQUESTS_CHECKED, "policy" => policy, "decision" => decision.metric_label())
-        .increment(1);
+/// The label names the limiter sets itself: a static label may not reuse one, or a
+/// series would carry the name twice (an invalid exposition).
+pub(crate) const OWN_LABELS: [&str; 4] = ["policy", "decision", "store", "kind"];
+
+/// Describes every `ratelimiter_*` family (help text and unit) to the installed
+/// `metrics` recorder, so exporters such as Prometheus print a `# HELP` line for each.
+///
+/// [`RateLimiterBuilder::build`](super::RateLimiterBuilder::build) calls it, so an
+/// application rarely needs to; call it yourself if you install a recorder after
+/// building your limiters (descriptions go to the recorder installed at the time of
+/// the call). Calling it again only repeats the same descriptions.
+pub fn describe_metrics() {
+    metrics::describe_counter!(
+        REQUESTS_CHECKED,
+        Unit::Count,
+        "Requests that matched a rate-limit policy, by policy and decision (allowed, limited, shadow_limited, error, invalid)."
+    );
+    metrics::describe_histogram!(
+        DECISION_DURATION,
+        Unit::Seconds,
+        "Time spent waiting for a remote rate-limit store per decision."
+    );
+    metrics::describe_counter!(
+        STORE_ERRORS,
+        Unit::Count,
+        "Rate-limit store failures, by store and kind (timeout, connection, redis, protocol, circuit_open)."
+    );
+    metrics::describe_gauge!(
+        CIRCUIT_STATE,
+        Unit::Count,
+        "State of the store's circuit breaker: 0 closed, 1 open, 2 half-open."
+    );
+    metrics::describe_counter!(
+        DENY_CACHE_HITS,
+        Unit::Count,
+        "Refusals answered from the local deny cache without asking the store."
+    );
+    metrics::describe_counter!(
+        FALLBACK_DECISIONS,
+        Unit::Count,
+        "Decisions made by the local fallback store while the shared store failed."
+    );
 }
 
-pub(crate) fn store_latency(store: &'static str, elapsed: Duration) {
-    metrics::histogram!(DECISION_DURATION, "store" => store).record(elapsed.as_secs_f64());
+/// One limiter's recording handle: its static labels, shared by every series it emits.
+#[derive(Clone, Default)]
+pub(crate) struct LimiterMetrics {
+    /// Built once from `Arc<str>`s, so copying them into a key clones pointers only.
+    labels: Arc<[Label]>,
 }
 
-pub(crate) fn store_error(store: &'static str, kind: &'static str) {
-    metrics::counter!(STORE_ERRORS, "store" => store, "kind" => kind).increment(1);
-}
+impl LimiterMetrics {
+    pub(crate) fn new(labels: &[(Arc<str>, Arc<str>)]) -> Self {
+        LimiterMetrics {
+            labels: labels
+                .iter()
+                .map(|(k, v)| {
+                    Label::new(SharedString::from(k.clone()), SharedString::from(v.clone()))
+                })
+                .collect(),
+        }
+    }
 
-pub(crate) fn circuit(store: &'static str, state: CircuitState) {
-    metrics::gauge!(CIRCUIT_STATE, "store" => store).set(state as u8 as f64);
-}
+    /// The static labels followed by a series' own.
+    fn with<const N: usize>(&self, own: [(&'static str, SharedString); N]) -> Vec<Label> {
+        let mut labels = Vec::with_capacity(self.labels.len() + N);
+        labels.extend(self.labels.iter().cloned());
+        labels.extend(own.into_iter().map(|(k, v)| Label::new(k, v)));
+        labels
+    }
 
-pub(crate) fn deny_cache_hit(policy: &Arc<str>) {
-    metrics::counter!(DENY_CACHE_HITS, "policy" => SharedString::from(policy.clone())).increment(1);
-}
+    pub(crate) fn decided(&self, decision: &Decision) {
+        // An `Arc<str>` label is shared, not copied, into the metric key.
+        let policy = decision
+            .policy
+            .clone()
+            .map_or_else(|| SharedString::const_str(""), SharedString::from);
+        let labels = self.with([
+            ("policy", policy),
+            ("decision", SharedString::const_str(decision.metric_label())),
+        ]);
+        metrics::counter!(REQUESTS_CHECKED, labels).increment(1);
+    }
 
-pub(crate) fn fallback(policy: &Arc<str>) {
-    metrics::counter!(FALLBACK_DECISIONS, "policy" => SharedString::from(policy.clone()))
-        .increment(1);
+    pub(crate) fn store_latency(&self, store: &'static str, elapsed: Duration) {
+        let labels = self.with([("store", SharedString::const_str(store))]);
+        metrics::histogram!(DECISION_DURATION, labels).record(elapsed.as_secs_f64());
+    }
+
+    pub(crate) fn store_error(&self, store: &'static str, kind: &'static str) {
+        let labels = self.with([
+            ("store", SharedString::const_str(store)),
+            ("kind", SharedString::const_str(kind)),
+        ]);
+        metrics::counter!(STORE_ERRORS, labels).increment(1);
+    }
+
+    pub(crate) fn circuit(&self, store: &'static str, state: CircuitState) {
+        let labels = self.with([("store", SharedString::const_str(store))]);
+        metrics::gauge!(CIRCUIT_STATE, labels).set(state as u8 as f64);
+    }
+
+    pub(crate) fn deny_cache_hit(&self, policy: &Arc<str>) {
+        let labels = self.with([("policy", SharedString::from(policy.clone()))]);
+        metrics::counter!(DENY_CACHE_HITS, labels).increment(1);
+    }
+
+    pub(crate) fn fallback(&self, policy: &Arc<str>) {
+        let labels = self.with([("policy", SharedString::from(policy.clone()))]);
+        metrics::counter!(FALLBACK_DECISIONS, labels).increment(1);
+    }
 }

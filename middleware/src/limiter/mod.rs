@@ -18,7 +18,7 @@ mod breaker;
 mod decision;
 mod deny_cache;
 mod failure;
-pub(crate) mod metrics;
+mod metrics;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -31,6 +31,8 @@ pub use self::breaker::{BreakerConfig, CircuitState};
 pub use self::decision::{Decision, DecisionKind, LimitStatus};
 use self::deny_cache::DenyCache;
 pub use self::failure::FailureMode;
+pub use self::metrics::describe_metrics;
+use self::metrics::LimiterMetrics;
 use crate::algorithm::{LimitSpec, Verdict};
 use crate::clock::{Clock, SystemClock};
 use crate::key::KeyExtractor;
@@ -75,6 +77,7 @@ struct Inner {
     shadow: bool,
     clock: Arc<dyn Clock>,
     log: LogThrottle,
+    metrics: LimiterMetrics,
 }
 
 /// At most one store-failure warning per second: an outage under load would otherwise
@@ -140,6 +143,15 @@ pub enum BuildError {
     /// The decision timeout is zero.
     #[error("decision timeout must be greater than zero")]
     ZeroTimeout,
+    /// A static metric label is not a valid Prometheus label name, is reserved, or is
+    /// given twice.
+    #[error("metric label {name:?}: {reason}")]
+    MetricLabel {
+        /// The label's name as given.
+        name: String,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Configures a [`RateLimiter`].
@@ -153,6 +165,7 @@ pub struct RateLimiterBuilder {
     shadow: bool,
     fallback_max_keys: usize,
     clock: Arc<dyn Clock>,
+    metric_labels: Vec<(Arc<str>, Arc<str>)>,
 }
 
 impl RateLimiterBuilder {
@@ -223,6 +236,20 @@ impl RateLimiterBuilder {
         self
     }
 
+    /// Adds a label that every metric series of this limiter carries, such as
+    /// `node="sidecar-1"` (default: none).
+    ///
+    /// The `metrics` facade has one recorder per process, so two limiters in one
+    /// process write into the same families; static labels keep their series apart.
+    /// `name` must be a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting
+    /// with `__`) other than the limiter's own `policy`, `decision`, `store` and
+    /// `kind`; [`build`](Self::build) says which rule a bad name breaks.
+    pub fn metric_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.metric_labels
+            .push((name.into().into(), value.into().into()));
+        self
+    }
+
     /// Validates everything and builds the limiter.
     ///
     /// # Errors
@@ -231,6 +258,25 @@ impl RateLimiterBuilder {
     pub fn build(self) -> Result<RateLimiter, BuildError> {
         if self.timeout.is_zero() {
             return Err(BuildError::ZeroTimeout);
+        }
+        for (i, (name, _)) in self.metric_labels.iter().enumerate() {
+            let reason = if !is_label_name(name) {
+                Some("not a Prometheus label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+            } else if name.starts_with("__") {
+                Some("names starting with `__` are reserved by Prometheus")
+            } else if metrics::OWN_LABELS.contains(&&**name) {
+                Some("the limiter sets this label itself")
+            } else if self.metric_labels[..i].iter().any(|(n, _)| n == name) {
+                Some("given twice")
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return Err(BuildError::MetricLabel {
+                    name: name.to_string(),
+                    reason,
+                });
+            }
         }
         for (i, policy) in self.policies.iter().enumerate() {
             policy.validate()?;
@@ -249,7 +295,7 @@ impl RateLimiterBuilder {
                 .clock(clock.clone())
                 .build()
         });
-        Ok(RateLimiter {
+        let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 policies: self.policies,
                 store_kind: store.kind(),
@@ -262,9 +308,22 @@ impl RateLimiterBuilder {
                 shadow: self.shadow,
                 clock,
                 log: LogThrottle::new(),
+                metrics: LimiterMetrics::new(&self.metric_labels),
             }),
-        })
+        };
+        // Every build, not once per process: a recorder installed after an earlier
+        // build would otherwise never get the descriptions. It is a few map inserts.
+        describe_metrics();
+        Ok(limiter)
     }
+}
+
+fn is_label_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    chars
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
 }
 
 /// A request whose keys and cost are known, waiting for the store's answer.
@@ -351,6 +410,7 @@ impl RateLimiter {
             shadow: false,
             fallback_max_keys: 100_000,
             clock: Arc::new(SystemClock),
+            metric_labels: Vec::new(),
         }
     }
 
@@ -477,7 +537,9 @@ impl RateLimiter {
         )
         .await
         .unwrap_or(Err(StoreError::Timeout(inner.timeout)));
-        metrics::store_latency(inner.store_kind, started.elapsed());
+        inner
+            .metrics
+            .store_latency(inner.store_kind, started.elapsed());
         let decision = match result {
             Ok(verdicts) => {
                 inner.breaker.success();
@@ -497,7 +559,9 @@ impl RateLimiter {
                 self.on_failure(&pending, &e)
             }
         };
-        metrics::circuit(inner.store_kind, inner.breaker.state());
+        inner
+            .metrics
+            .circuit(inner.store_kind, inner.breaker.state());
         self.record(decision)
     }
 
@@ -508,7 +572,7 @@ impl RateLimiter {
             pending.cost,
             self.inner.clock.now_us(),
         )?;
-        metrics::deny_cache_hit(&pending.policy);
+        self.inner.metrics.deny_cache_hit(&pending.policy);
         let kind = if pending.shadow {
             DecisionKind::ShadowLimited
         } else {
@@ -552,7 +616,7 @@ impl RateLimiter {
 
     fn on_failure(&self, pending: &Pending, error: &StoreError) -> Decision {
         let inner = &self.inner;
-        metrics::store_error(inner.store_kind, error.kind());
+        inner.metrics.store_error(inner.store_kind, error.kind());
         if !matches!(error, StoreError::CircuitOpen) {
             if let Some(suppressed) = inner.log.permit() {
                 tracing::warn!(store = inner.store_kind, %error, mode = ?inner.failure_mode, suppressed, "rate-limit store failed");
@@ -561,7 +625,7 @@ impl RateLimiter {
         let policy = Some(pending.policy.clone());
         match (inner.failure_mode, &inner.fallback) {
             (FailureMode::Local, Some(fallback)) => {
-                metrics::fallback(&pending.policy);
+                inner.metrics.fallback(&pending.policy);
                 let verdicts = fallback.decide(&pending.checks, pending.cost);
                 self.finish(pending, verdicts, true)
             }
@@ -576,7 +640,7 @@ impl RateLimiter {
 
     fn record(&self, decision: Decision) -> Decision {
         if decision.kind != DecisionKind::Unmatched {
-            metrics::decided(&decision);
+            self.inner.metrics.decided(&decision);
         }
         if decision.shadow && !decision.kind_passes() {
             tracing::debug!(

@@ -4,7 +4,7 @@
 //! |---|---|
 //! | `GET /health` | `200 ok` while the process runs (liveness) |
 //! | `GET /ready` | `200` when serving: not shutting down, and the store answers a ping or the failure mode allows serving without it (`open`, `local`); else `503` |
-//! | `GET /metrics` | Prometheus text: the limiter's and the proxy's metrics, labelled `node` |
+//! | `GET /metrics` | Prometheus text: every series of the process (the limiter's and the proxy's), each labelled `node`; `404` with a message when metrics go to the application's own recorder |
 //! | `GET /config` | the effective configuration as JSON, Redis password redacted |
 //! | `POST /check` | the decision API (see [`check`]) |
 
@@ -18,19 +18,19 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
 use serde_json::json;
 use tollgate::FailureMode;
 
 use crate::runtime::Shared;
+use crate::telemetry::Exposition;
 
 /// What the admin endpoints read.
 #[derive(Clone)]
 pub struct AdminState {
     /// The current runtime.
     pub runtime: Shared,
-    /// The Prometheus recorder's handle.
-    pub metrics: PrometheusHandle,
+    /// What `/metrics` renders.
+    pub metrics: Exposition,
     /// Cleared when shutdown begins, so `/ready` turns 503 before the drain.
     pub serving: Arc<AtomicBool>,
 }
@@ -76,13 +76,26 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
 }
 
 async fn render_metrics(State(state): State<AdminState>) -> impl IntoResponse {
-    (
-        [(
-            axum::http::header::CONTENT_TYPE,
-            "text/plain; version=0.0.4",
-        )],
-        state.metrics.render(),
-    )
+    match state.metrics.render() {
+        Some(text) => (
+            StatusCode::OK,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; version=0.0.4",
+            )],
+            text,
+        ),
+        None => (
+            StatusCode::NOT_FOUND,
+            [(
+                axum::http::header::CONTENT_TYPE,
+                "text/plain; charset=utf-8",
+            )],
+            "this sidecar records its metrics into the application's own `metrics` recorder \
+             (Recorder::Application): they are exported wherever the application exports them\n"
+                .to_owned(),
+        ),
+    }
 }
 
 async fn config(State(state): State<AdminState>) -> impl IntoResponse {

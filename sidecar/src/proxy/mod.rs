@@ -45,6 +45,7 @@ use tower::Service;
 use self::throttle::LogThrottle;
 use self::upstream::{Clients, Pool};
 use crate::config::{Config, ProxyConfig, Route};
+use crate::telemetry::{self, UPSTREAM_ERRORS, UPSTREAM_RETRIES};
 
 pub use self::body::ProxyBody;
 pub use self::pool::PooledBody;
@@ -64,6 +65,8 @@ struct Inner {
     /// One upstream-failure warning a second: an outage under load would otherwise
     /// write a line per request.
     log: LogThrottle,
+    /// The `node` label of this sidecar's series.
+    node: metrics::SharedString,
 }
 
 impl Proxy {
@@ -75,12 +78,13 @@ impl Proxy {
                 pools: config
                     .upstreams
                     .iter()
-                    .map(|u| Pool::new(u, &config.proxy))
+                    .map(|u| Pool::new(u, &config.proxy, &config.node_id))
                     .collect(),
                 clients: Clients::new(&config.proxy),
                 config: config.proxy.clone(),
                 in_flight: Arc::new(Semaphore::new(config.proxy.max_concurrent_requests)),
                 log: LogThrottle::new(),
+                node: telemetry::node_label(&config.node_id),
             }),
         }
     }
@@ -118,7 +122,7 @@ impl Service<Request<Incoming>> for Proxy {
 impl Inner {
     async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
-            metrics::counter!("tollgate_upstream_errors_total", "upstream" => "", "kind" => "overloaded").increment(1);
+            metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => "", "kind" => "overloaded").increment(1);
             return local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "proxy overloaded: too many requests in flight",
@@ -199,7 +203,7 @@ impl Inner {
                 match connections.send(request).await {
                     // Not connected, so nothing was sent: once more, to the next endpoint.
                     Err((error, Some(mut unsent))) if error.is_connect() => {
-                        metrics::counter!("tollgate_upstream_retries_total", "upstream" => pool.name.clone()).increment(1);
+                        metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => pool.name.clone()).increment(1);
                         tracing::debug!(upstream = %pool.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
                         let next = pool.next();
                         (endpoint, connections) = (&next.0, &next.1);
@@ -226,14 +230,14 @@ impl Inner {
             }
             Ok(Err((connect, error))) => {
                 let kind = if connect { "connect" } else { "other" };
-                metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => kind).increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => kind).increment(1);
                 if let Some(suppressed) = self.log.permit() {
                     tracing::warn!(upstream = %pool.name, %endpoint, %error, suppressed, "upstream failed");
                 }
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
             Err(_) => {
-                metrics::counter!("tollgate_upstream_errors_total", "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
                 if let Some(suppressed) = self.log.permit() {
                     tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
                 }

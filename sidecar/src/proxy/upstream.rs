@@ -11,6 +11,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use super::pool::Endpoint;
 use crate::config::{ProxyConfig, Upstream};
+use crate::telemetry::{self, UPSTREAM_DURATION};
 
 pub(super) struct Pool {
     pub(super) name: String,
@@ -22,7 +23,7 @@ pub(super) struct Pool {
 }
 
 impl Pool {
-    pub(super) fn new(upstream: &Upstream, config: &ProxyConfig) -> Self {
+    pub(super) fn new(upstream: &Upstream, config: &ProxyConfig, node_id: &str) -> Self {
         Pool {
             name: upstream.name.clone(),
             endpoints: upstream
@@ -37,7 +38,7 @@ impl Pool {
                 .collect(),
             next: AtomicUsize::new(0),
             h2c: upstream.h2c,
-            latency: metrics::histogram!("tollgate_upstream_duration_seconds", "upstream" => upstream.name.clone()),
+            latency: metrics::histogram!(UPSTREAM_DURATION, "node" => telemetry::node_label(node_id), "upstream" => upstream.name.clone()),
         }
     }
 

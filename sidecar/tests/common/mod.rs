@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use axum::body::{Body, Bytes};
@@ -73,12 +74,15 @@ pub async fn get_url(url: String) -> reqwest::Response {
         .expect("send")
 }
 
-/// A config proxying to `upstream` on loopback port 0, with one policy.
+/// A config proxying to `upstream` on loopback port 0, with one policy, and a node id
+/// of its own (`test-N`): the sidecars of one test binary share the process's metrics
+/// registry, and their series are told apart by `node`.
 pub fn config(upstream: SocketAddr, rate: &str, key: &str) -> FileConfig {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
     let mut file = FileConfig {
         listen: Some("127.0.0.1:0".into()),
         admin_listen: Some("127.0.0.1:0".into()),
-        node_id: Some("test".into()),
+        node_id: Some(format!("test-{}", NEXT.fetch_add(1, Ordering::Relaxed))),
         ..FileConfig::default()
     };
     file.upstreams.insert(
@@ -103,6 +107,7 @@ pub fn config(upstream: SocketAddr, rate: &str, key: &str) -> FileConfig {
 }
 
 pub struct Running {
+    pub node: String,
     pub proxy: SocketAddr,
     pub admin: SocketAddr,
     pub state: tollgate_sidecar::runtime::Shared,
@@ -114,6 +119,7 @@ pub struct Running {
 /// Starts a sidecar for `file` in this process.
 pub async fn start(file: FileConfig) -> Running {
     let config = file.validate("test").expect("valid config");
+    let node = config.node_id.clone();
     let sidecar = Sidecar::bind(config, None).await.expect("bind");
     let proxy = sidecar.proxy_addr().expect("addr");
     let admin = sidecar.admin_addr().expect("addr");
@@ -124,6 +130,7 @@ pub async fn start(file: FileConfig) -> Running {
         let _ = stopped.await;
     }));
     Running {
+        node,
         proxy,
         admin,
         state,
@@ -131,4 +138,32 @@ pub async fn start(file: FileConfig) -> Running {
         stop,
         done,
     }
+}
+
+/// The value of the series `name` whose labels include all of `labels`, in Prometheus
+/// text; `None` when no such series is shown.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (family, rest) = series.split_once('{').unwrap_or((series, "}"));
+            if family != name {
+                return None;
+            }
+            let rest = rest.strip_suffix('}')?;
+            let all = labels
+                .iter()
+                .all(|(k, v)| rest.split(',').any(|pair| pair == format!("{k}=\"{v}\"")));
+            all.then(|| value.parse().ok()).flatten()
+        })
+}
+
+/// `GET /metrics` of the admin server at `admin`.
+pub async fn metrics_text(admin: SocketAddr) -> String {
+    get_url(format!("http://{admin}/metrics"))
+        .await
+        .text()
+        .await
+        .expect("metrics text")
 }
