@@ -179,7 +179,8 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
         .output()
         .expect("run");
     assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("limiter.failure_mode"));
+    // The flag the user typed, not the file field it overrides.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("flags: --failure-mode"));
 
     let out = Command::new(BIN)
         .env("TOLLGATE_UPSTREAM", "http://127.0.0.1:1")
