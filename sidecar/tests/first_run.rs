@@ -17,19 +17,31 @@ use tollgate_sidecar::config::{FileConfig, UpstreamSection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
 
-/// The value of the first sample of `family` on a `/metrics` page.
-async fn metric(admin: SocketAddr, family: &str) -> Option<f64> {
+/// The value of `family`'s sample for sidecar `node` on a `/metrics` page. (Sidecars
+/// in one process share one registry, told apart by `node`: under plain `cargo test`
+/// the tests of this file run as threads of one process.)
+async fn metric(admin: SocketAddr, family: &str, node: &str) -> Option<f64> {
     let text = get_url(format!("http://{admin}/metrics"))
         .await
         .text()
         .await
         .expect("metrics");
+    let label = format!("node=\"{node}\"");
     text.lines()
         .find(|l| {
-            l.starts_with(family) && matches!(l.as_bytes().get(family.len()), Some(b'{' | b' '))
+            l.starts_with(family)
+                && l.as_bytes().get(family.len()) == Some(&b'{')
+                && l.contains(&label)
         })
         .and_then(|l| l.rsplit(' ').next())
         .and_then(|v| v.parse().ok())
+}
+
+/// `config` with a node id of its own, so this test's series are its own.
+fn own_config(upstream: SocketAddr, node: &str) -> FileConfig {
+    let mut file = config(upstream, "100/m", "ip");
+    file.node_id = Some(node.into());
+    file
 }
 
 /// Polls `check` every 50 ms for up to `within`.
@@ -53,7 +65,7 @@ where
 #[tokio::test]
 async fn a_client_gone_before_the_response_head_leaves_no_request_in_flight() {
     let upstream = common::upstream().await;
-    let sidecar = start(config(upstream, "100/m", "ip")).await;
+    let sidecar = start(own_config(upstream, "gone-early")).await;
     for _ in 0..3 {
         let mut stream = tokio::net::TcpStream::connect(sidecar.proxy)
             .await
@@ -68,13 +80,13 @@ async fn a_client_gone_before_the_response_head_leaves_no_request_in_flight() {
     // /slow answers after 3 s; the gauge must be back to 0 without waiting for it.
     let admin = sidecar.admin;
     let settled = eventually(Duration::from_millis(2_000), || async move {
-        metric(admin, "tollgate_proxy_in_flight").await == Some(0.0)
+        metric(admin, "tollgate_proxy_in_flight", "gone-early").await == Some(0.0)
     })
     .await;
     assert!(
         settled,
         "in flight: {:?}",
-        metric(admin, "tollgate_proxy_in_flight").await
+        metric(admin, "tollgate_proxy_in_flight", "gone-early").await
     );
 }
 
@@ -201,7 +213,7 @@ async fn a_refused_connect_is_retried_on_the_next_endpoint() {
     let dead = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port");
-    let mut file = config(upstream, "100/m", "ip");
+    let mut file = own_config(upstream, "retrying");
     file.upstreams.insert(
         "app".into(),
         UpstreamSection {
@@ -215,7 +227,7 @@ async fn a_refused_connect_is_retried_on_the_next_endpoint() {
         assert_eq!(res.status(), 200, "request {i}");
     }
     assert!(
-        metric(sidecar.admin, "tollgate_upstream_retries_total")
+        metric(sidecar.admin, "tollgate_upstream_retries_total", "retrying")
             .await
             .is_some_and(|n| n >= 5.0),
         "every other request went to the dead endpoint first"
