@@ -48,7 +48,7 @@ if command -v cargo-nextest >/dev/null 2>&1; then
   # binding concurrently. Run the library's and the sidecar's tests that way too, so a
   # failure only one runner shows cannot hide.
   echo "==> tests again with plain cargo test (all tests of a binary in one process)"
-  cargo test -p tollgate-sidecar --no-fail-fast
+  cargo test -p tollgate-sidecar -p tollgate-loadgen --no-fail-fast --lib --tests
   cargo test -p tollgate --all-features --no-fail-fast --lib --tests
 else
   cargo test --workspace --no-fail-fast
