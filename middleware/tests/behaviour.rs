@@ -33,18 +33,23 @@ async fn serve(layer: RateLimitLayer) -> SocketAddr {
         )
         .route("/upload", post(|| async { "stored" }))
         .layer(layer);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    addr
+    support::serve_app(app).await
+}
+
+/// A limiter on a real Redis (generous 500 ms timeouts: the first call connects and
+/// loads the script on a possibly loaded machine; these tests are about answers).
+fn redis_limiter(server: &RedisServer, policy: Policy, mode: FailureMode) -> RateLimiter {
+    let store = RedisStore::builder(server.url())
+        .response_timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("store");
+    RateLimiter::builder()
+        .store(store)
+        .policy(policy)
+        .failure_mode(mode)
+        .timeout(std::time::Duration::from_millis(500))
+        .build()
+        .expect("limiter")
 }
 
 fn spec(s: &str) -> tollgate::LimitSpec {
@@ -81,21 +86,10 @@ async fn shadow_mode_records_but_never_refuses() {
 #[tokio::test]
 async fn shadow_mode_never_refuses_for_any_reason() {
     let mut server = RedisServer::start();
-    let store = RedisStore::builder(server.url())
-        .response_timeout(std::time::Duration::from_millis(500))
-        .build()
-        .expect("store");
-    let limiter = RateLimiter::builder()
-        .store(store)
-        .policy(
-            Policy::single("trial", spec("100/m"), Key::header("x-api-key"))
-                .cost(Cost::header("x-cost", 1, 10))
-                .shadow(true),
-        )
-        .failure_mode(FailureMode::Closed)
-        .timeout(std::time::Duration::from_millis(500))
-        .build()
-        .expect("limiter");
+    let policy = Policy::single("trial", spec("100/m"), Key::header("x-api-key"))
+        .cost(Cost::header("x-cost", 1, 10))
+        .shadow(true);
+    let limiter = redis_limiter(&server, policy, FailureMode::Closed);
     let addr = serve(RateLimitLayer::new(limiter.clone())).await;
     let keyed = |cost: &str| {
         client()
@@ -144,10 +138,7 @@ async fn a_missing_peer_address_is_explained_in_the_400() {
     let app = Router::new()
         .route("/", get(|| async { "ok" }))
         .layer(RateLimitLayer::new(limiter));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = support::loopback_listener().await;
     // Served without `into_make_service_with_connect_info`.
     tokio::spawn(async move { axum::serve(listener, app).await });
     let res = get_url(format!("http://{addr}/")).await;
@@ -307,19 +298,8 @@ async fn missing_key_choices() {
 #[tokio::test]
 async fn fail_closed_is_503_for_http_and_unavailable_for_grpc() {
     let mut server = RedisServer::start();
-    // Generous timeouts: the first call connects and loads the script, which must not
-    // fail on a loaded machine; this test is about the answers, not the timing.
-    let store = RedisStore::builder(server.url())
-        .response_timeout(std::time::Duration::from_millis(500))
-        .build()
-        .expect("store");
-    let limiter = RateLimiter::builder()
-        .store(store)
-        .policy(Policy::single("p", spec("100/m"), Key::global()))
-        .failure_mode(FailureMode::Closed)
-        .timeout(std::time::Duration::from_millis(500))
-        .build()
-        .expect("limiter");
+    let policy = Policy::single("p", spec("100/m"), Key::global());
+    let limiter = redis_limiter(&server, policy, FailureMode::Closed);
     let addr = serve(RateLimitLayer::new(limiter)).await;
     assert_eq!(get_url(format!("http://{addr}/")).await.status(), 200);
     server.kill();

@@ -6,6 +6,8 @@
 //! CORS outside the limiter matters: a browser can only read a 429 that carries
 //! `Access-Control-Allow-Origin`.
 
+mod support;
+
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -14,6 +16,7 @@ use std::time::Duration;
 use axum::routing::get;
 use axum::Router;
 use http::StatusCode;
+use support::serve_app as serve_router;
 use tollgate::key::Key;
 use tollgate::policy::Policy;
 use tollgate::{RateLimitLayer, RateLimiter};
@@ -38,21 +41,6 @@ fn limit() -> RateLimitLayer {
 
 fn timeout() -> TimeoutLayer {
     TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, Duration::from_secs(10))
-}
-
-async fn serve_router(app: Router) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .await
-    });
-    addr
 }
 
 /// Two requests pass with `RateLimit` headers, the third is a 429 with `Retry-After`;
@@ -171,10 +159,7 @@ async fn around_a_whole_router_served_by_axum_serve() {
         .layer(limit())
         .layer(ValidateRequestHeaderLayer::accept("application/json"))
         .service(router);
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
+    let (listener, addr) = support::loopback_listener().await;
     tokio::spawn(async move {
         axum::serve(
             listener,

@@ -144,3 +144,26 @@ impl Drop for RedisServer {
 
 /// A start time aligned to every window the tests use, far from zero like a real clock.
 pub const T0: i64 = 1_700_000_040_000_000;
+
+/// Serves `app` on a free loopback port with axum's connect info (what `Key::peer_ip`
+/// reads), in the background; returns its address.
+pub async fn serve_app(app: axum::Router) -> std::net::SocketAddr {
+    let (listener, addr) = loopback_listener().await;
+    tokio::spawn(async move {
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .await
+    });
+    addr
+}
+
+/// A listener on a free loopback port, and its address.
+pub async fn loopback_listener() -> (tokio::net::TcpListener, std::net::SocketAddr) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    (listener, addr)
+}
