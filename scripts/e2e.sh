@@ -8,6 +8,8 @@
 # release binaries (cargo), our image from the Dockerfile's `prebuilt` stage as tollgate:local,
 # then `down -v` + `up -d` under the project name tollgate-e2e, and these assertions:
 #
+#   - compose/docker-compose.yml is valid for the installed compose (`config -q`), and from
+#     compose/ (as users run it) the project is named tollgate (compose/.env);
 #   - every service with a healthcheck turns healthy (redis, upstream, sidecars, prometheus);
 #   - Prometheus reports the three sidecar targets `up` (HTTP API), and its Tollgate console renders;
 #   - one key, requests round-robin over the three sidecars: exactly the limit is admitted in
@@ -232,6 +234,27 @@ wait_prom_nodes() { # SECONDS QUERY
 
 # ---- images ------------------------------------------------------------------------------
 log "compose: ${COMPOSE[*]} ($("${COMPOSE[@]}" version --short 2>/dev/null || echo '?'))"
+
+# ---- the demo as users start it (cd compose; no -p, no --env-file) ------------------------
+# The compose file must be valid for this compose version (1.29 rejects keys v2 accepts, such
+# as a top-level `name:`), and compose/.env must name the project `tollgate`, so that `ps` and
+# `down -v` from compose/ find the stack.
+demo_project() {
+  (
+    cd "$ROOT/compose" && unset COMPOSE_PROJECT_NAME || exit 1
+    if [ "${COMPOSE[*]}" = docker-compose ]; then
+      docker-compose --verbose ps 2>&1 | grep -o 'com\.docker\.compose\.project=[A-Za-z0-9_.-]*' |
+        head -n 1 | cut -d= -f2
+    else
+      docker compose config 2>/dev/null | sed -n 's/^name: *//p' | head -n 1
+    fi
+  )
+}
+config_err=$(cd "$ROOT/compose" && "${COMPOSE[@]}" config -q 2>&1)
+check $? "compose/docker-compose.yml is valid for ${COMPOSE[*]} (config -q)${config_err:+: $config_err}"
+project=$(demo_project)
+[ "$project" = tollgate ]
+check $? "the demo's project name from compose/ is tollgate (got: ${project:-none})"
 DANGLING_BEFORE=$(docker volume ls -q --filter dangling=true)
 
 t=$SECONDS

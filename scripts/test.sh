@@ -55,5 +55,12 @@ else
   cargo test -p tollgate --all-features --no-fail-fast
 fi
 
+# ---- README's main command (scripts/readme-demo.sh) ------------------------------------------
+# Runs the command of README.md's "Run it" block exactly as written (a release build, then the
+# demo on 127.0.0.1:8000/9000) and checks the 200s, the 429 and a clean SIGTERM exit.
+echo "==> README: the main command as written"
+./scripts/readme-demo.sh
+# ---- end of README stage ------------------------------------------------------------------
+
 echo "==> end-to-end: the compose stack (skipped, and says so, when docker is unavailable)"
 ./scripts/e2e.sh

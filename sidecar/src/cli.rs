@@ -26,13 +26,13 @@ pub struct Cli {
     /// Upstream base URL (http://host:port); repeat for round-robin endpoints
     #[arg(long, env = "TOLLGATE_UPSTREAM", value_delimiter = ',')]
     pub upstream: Vec<String>,
-    /// Redis URL; without it limits live in this process's memory
+    /// Redis URL, redis://[:password@]host:port[/db]; also read from REDIS_URL when neither this flag nor TOLLGATE_REDIS_URL is set. Without it limits live in this process's memory
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// The limit of the catch-all policy: N/period[,burst=B], e.g. 100/1m, 10/s,burst=20
     #[arg(long, env = "TOLLGATE_LIMIT")]
     pub limit: Option<String>,
-    /// What the catch-all limit counts per: header:NAME, ip, xff, forwarded, method, path, global, or a+b [default: ip]
+    /// What the catch-all limit counts per: header:NAME, ip (TCP peer), xff (client IP from X-Forwarded-For behind --trusted-proxy), forwarded (same from RFC 7239 Forwarded), method, path, route (the path: the proxy has no router), global, const:VALUE, or a tuple a+b such as header:x-api-key+path [default: ip]
     #[arg(long, env = "TOLLGATE_KEY")]
     pub key: Option<String>,
     /// Algorithm of the catch-all limit: gcra, sliding-window, fixed-window [default: gcra]
@@ -41,13 +41,13 @@ pub struct Cli {
     /// What to do while Redis fails: open, closed, local [default: open]
     #[arg(long, env = "TOLLGATE_FAILURE_MODE")]
     pub failure_mode: Option<String>,
-    /// Proxies whose X-Forwarded-For entries are believed (CIDR), comma-separated
+    /// Proxies whose X-Forwarded-For / Forwarded entries the xff and forwarded keys believe (CIDR), comma-separated
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", value_delimiter = ',')]
     pub trusted_proxy: Vec<String>,
     /// Decide and record, never refuse
     #[arg(long, env = "TOLLGATE_SHADOW")]
     pub shadow: bool,
-    /// This node's name (label `node` on every metric) [default: sidecar]
+    /// This node's name (label `node` on every metric); also read from NODE_ID when neither this flag nor TOLLGATE_NODE_ID is set [default: sidecar]
     #[arg(long, env = "TOLLGATE_NODE_ID")]
     pub node_id: Option<String>,
     /// TOML configuration file (reloaded on SIGHUP and when it changes)

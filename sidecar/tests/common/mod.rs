@@ -167,3 +167,33 @@ pub async fn metrics_text(admin: SocketAddr) -> String {
         .await
         .expect("metrics text")
 }
+
+/// Polls `probe` every 50 ms until it returns `Ok`, for at most `within`; panics naming
+/// `what` and the last state the probe reported (its `Err`) when time runs out. For tests
+/// that wait for a state instead of sleeping a fixed time and hoping.
+pub async fn eventually<T, F, Fut>(what: &str, within: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, String>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match probe().await {
+            Ok(done) => return done,
+            Err(state) if tokio::time::Instant::now() >= deadline => {
+                panic!("{what}: not within {within:?}; last state: {state}")
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+}
+
+/// The value of the Prometheus sample whose line starts with `series` (name and labels,
+/// e.g. `tollgate_config_reloads_total{node="a",result="error"}`); 0 when absent.
+pub fn metric_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter_map(|line| line.strip_prefix(series))
+        .find_map(|rest| rest.trim().parse().ok())
+        .unwrap_or(0.0)
+}
