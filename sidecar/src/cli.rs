@@ -26,7 +26,7 @@ pub struct Cli {
     /// Upstream base URL (http://host:port); repeat for round-robin endpoints
     #[arg(long, env = "TOLLGATE_UPSTREAM", value_delimiter = ',')]
     pub upstream: Vec<String>,
-    /// Redis URL, redis://[:password@]host:port[/db]; also read from REDIS_URL when neither this flag nor TOLLGATE_REDIS_URL is set. Without it limits live in this process's memory
+    /// Redis URL, redis://host:port/db, a password as redis://:PASSWORD@host:port; also read from REDIS_URL when neither this flag nor TOLLGATE_REDIS_URL is set. Without it limits live in this process's memory
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// The limit of the catch-all policy: N/period[,burst=B], e.g. 100/1m, 10/s,burst=20
