@@ -1,0 +1,165 @@
+//! The way to a decision once keys are known: deny cache → circuit breaker → store call
+//! bounded by the timeout → the failure mode when the store does not answer.
+
+use std::time::{Duration, Instant};
+
+use super::{Decision, DecisionKind, FailureMode, LimitStatus, Pending, RateLimiter};
+use crate::algorithm::Verdict;
+use crate::store::StoreError;
+
+impl RateLimiter {
+    /// Answers without waiting when possible (local store, or a cached refusal);
+    /// otherwise hands the request back for [`decide`](Self::decide).
+    ///
+    /// # Errors
+    ///
+    /// Returns the pending request when only the store can answer.
+    pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
+        if let Some(decision) = self.cached_refusal(&pending) {
+            return Ok(self.record(decision));
+        }
+        match self.inner.store.check_now(&pending.checks, pending.cost) {
+            Some(Ok(verdicts)) => Ok(self.record(self.finish(&pending, verdicts, false))),
+            Some(Err(e)) => Ok(self.record(self.on_failure(&pending, &e))),
+            None => Err(pending),
+        }
+    }
+
+    /// Asks the store (bounded by the timeout, skipped while the breaker is open) and
+    /// applies the failure mode if it does not answer.
+    pub async fn decide(&self, pending: Pending) -> Decision {
+        match self.try_decide_now(pending) {
+            Ok(decision) => decision,
+            Err(pending) => self.ask_store(pending).await,
+        }
+    }
+
+    /// The store round trip of [`decide`](Self::decide), for callers that already
+    /// tried [`try_decide_now`](Self::try_decide_now).
+    pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
+        let inner = &self.inner;
+        if !inner.breaker.allow() {
+            return self.record(self.on_failure(&pending, &StoreError::CircuitOpen));
+        }
+        let started = Instant::now();
+        let result = tokio::time::timeout(
+            inner.timeout,
+            inner.store.check(&pending.checks, pending.cost),
+        )
+        .await
+        .unwrap_or(Err(StoreError::Timeout(inner.timeout)));
+        inner
+            .metrics
+            .store_latency(inner.store_kind, started.elapsed());
+        let decision = match result {
+            Ok(verdicts) => {
+                inner.breaker.success();
+                let decision = self.finish(&pending, verdicts, false);
+                if let (Some(cache), DecisionKind::Limited) = (&inner.deny_cache, &decision.kind) {
+                    cache.insert(
+                        pending.cache_key(),
+                        pending.cost,
+                        inner.clock.now_us(),
+                        &decision.limits,
+                    );
+                }
+                decision
+            }
+            Err(e) => {
+                inner.breaker.failure();
+                self.on_failure(&pending, &e)
+            }
+        };
+        inner
+            .metrics
+            .circuit(inner.store_kind, inner.breaker.state());
+        self.record(decision)
+    }
+
+    fn cached_refusal(&self, pending: &Pending) -> Option<Decision> {
+        let cache = self.inner.deny_cache.as_ref()?;
+        let limits = cache.get(
+            &pending.cache_key(),
+            pending.cost,
+            self.inner.clock.now_us(),
+        )?;
+        self.inner.metrics.deny_cache_hit(&pending.policy);
+        let kind = if pending.shadow {
+            DecisionKind::ShadowLimited
+        } else {
+            DecisionKind::Limited
+        };
+        Some(Decision {
+            kind,
+            policy: Some(pending.policy.clone()),
+            limits,
+            from_fallback: false,
+            shadow: pending.shadow,
+        })
+    }
+
+    fn finish(&self, pending: &Pending, verdicts: Vec<Verdict>, from_fallback: bool) -> Decision {
+        let allowed = verdicts.iter().all(|v| v.allowed);
+        let kind = match (allowed, pending.shadow) {
+            (true, _) => DecisionKind::Allowed,
+            (false, true) => DecisionKind::ShadowLimited,
+            (false, false) => DecisionKind::Limited,
+        };
+        let limits = pending
+            .names
+            .iter()
+            .zip(&pending.checks)
+            .zip(verdicts)
+            .map(|((name, check), verdict)| LimitStatus {
+                name: name.clone(),
+                spec: check.spec,
+                verdict,
+            })
+            .collect();
+        Decision {
+            kind,
+            policy: Some(pending.policy.clone()),
+            limits,
+            from_fallback,
+            shadow: pending.shadow,
+        }
+    }
+
+    fn on_failure(&self, pending: &Pending, error: &StoreError) -> Decision {
+        let inner = &self.inner;
+        inner.metrics.store_error(inner.store_kind, error.kind());
+        if !matches!(error, StoreError::CircuitOpen) {
+            if let Some(suppressed) = inner.log.permit() {
+                tracing::warn!(store = inner.store_kind, %error, mode = ?inner.failure_mode, suppressed, "rate-limit store failed");
+            }
+        }
+        let policy = Some(pending.policy.clone());
+        match (inner.failure_mode, &inner.fallback) {
+            (FailureMode::Local, Some(fallback)) => {
+                inner.metrics.fallback(&pending.policy);
+                let verdicts = fallback.decide(&pending.checks, pending.cost);
+                self.finish(pending, verdicts, true)
+            }
+            (FailureMode::Closed, _) => {
+                let retry_after = inner.breaker.remaining_open().max(Duration::from_secs(1));
+                Decision::new(DecisionKind::FailedClosed { retry_after }, policy)
+                    .in_shadow(pending.shadow)
+            }
+            _ => Decision::new(DecisionKind::FailedOpen, policy).in_shadow(pending.shadow),
+        }
+    }
+
+    pub(super) fn record(&self, decision: Decision) -> Decision {
+        if decision.kind != DecisionKind::Unmatched {
+            self.inner.metrics.decided(&decision);
+        }
+        if decision.shadow && !decision.kind_passes() {
+            tracing::debug!(
+                policy = decision.policy.as_deref().unwrap_or(""),
+                outcome = decision.metric_label(),
+                "shadow policy would have answered differently; the request passes"
+            );
+        }
+        decision
+    }
+}
