@@ -24,10 +24,16 @@
 //! # let _ = app; Ok(()) }
 //! ```
 //!
+//! [`RateLimitLayer`] and [`RateLimit`] share their names with
+//! `tower::limit::{RateLimitLayer, RateLimit}`, a different thing: tower's delays
+//! requests to a fixed rate for one service in one process (back-pressure), Tollgate's
+//! decides per key against a shared store and answers refusals with `429`.
+//!
 //! # Layout
 //!
-//! Each module is one idea; dependencies point down this list only.
+//! Each module is one idea; a module uses only those above it in this list.
 //!
+//! - [`clock`]: wall-clock sources, including a manual one for tests.
 //! - [`algorithm`]: GCRA, sliding window and fixed window as pure integer functions.
 //! - [`store`]: where state lives — [`store::MemoryStore`] and [`store::RedisStore`]
 //!   (one atomic Lua script per decision, clocked by the Redis server).
@@ -38,7 +44,6 @@
 //!   modes, metrics.
 //! - [`response`]: the HTTP/gRPC mapping of decisions (statuses, headers, bodies).
 //! - [`layer`]: the tower `Layer`, `Service`, `ResponseFuture` and body.
-//! - [`clock`]: wall-clock sources, including a manual one for tests.
 //!
 //! The design — algorithms, the Lua script, the clock, failure modes and what can be
 //! over-admitted when — is in `docs/design.md`; metrics in `docs/metrics.md`.
@@ -57,4 +62,7 @@ pub mod store;
 pub use algorithm::{Algorithm, LimitSpec, SpecError};
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use layer::{RateLimit, RateLimitLayer};
-pub use limiter::{describe_metrics, Decision, DecisionKind, FailureMode, RateLimiter};
+pub use limiter::{
+    describe_metrics, BuildError, Decision, DecisionKind, FailureMode, RateLimiter,
+    RateLimiterBuilder, UnknownFailureMode,
+};

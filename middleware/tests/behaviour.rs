@@ -11,7 +11,7 @@ use bytes::Bytes;
 use support::RedisServer;
 use tollgate::key::Key;
 use tollgate::policy::{Cost, MissingKey, Policy};
-use tollgate::response::{HeaderStyle, Rejections};
+use tollgate::response::{HeaderStyle, Responder};
 use tollgate::store::{MemoryStore, RedisStore};
 use tollgate::{FailureMode, RateLimitLayer, RateLimiter};
 
@@ -161,11 +161,8 @@ async fn legacy_headers_and_custom_refusals() {
         .policy(Policy::single("p", spec("1/m"), Key::peer_ip()))
         .build()
         .expect("limiter");
-    let rejections = Rejections::default()
-        .headers(HeaderStyle {
-            ietf: true,
-            legacy: true,
-        })
+    let responder = Responder::default()
+        .headers(HeaderStyle::default().ietf(true).legacy(true))
         .custom(|decision, _parts| {
             let mut res = http::Response::new(Bytes::from(format!(
                 "slow down, {} s",
@@ -174,7 +171,7 @@ async fn legacy_headers_and_custom_refusals() {
             *res.status_mut() = http::StatusCode::TOO_MANY_REQUESTS;
             res
         });
-    let addr = serve(RateLimitLayer::new(limiter).rejections(rejections)).await;
+    let addr = serve(RateLimitLayer::new(limiter).responder(responder)).await;
     let ok = get_url(format!("http://{addr}/")).await;
     assert_eq!(ok.headers()["x-ratelimit-limit"], "1");
     assert_eq!(ok.headers()["x-ratelimit-remaining"], "0");

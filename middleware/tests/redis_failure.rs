@@ -36,10 +36,7 @@ fn limiter(server: &RedisServer, mode: FailureMode, spec: &str, deny_cache: bool
         ))
         .failure_mode(mode)
         .timeout(TIMEOUT)
-        .circuit_breaker(BreakerConfig {
-            threshold: 2,
-            cooldown: Duration::from_millis(200),
-        })
+        .circuit_breaker(BreakerConfig::new(2, Duration::from_millis(200)))
         .deny_cache(deny_cache)
         .build()
         .expect("valid limiter")

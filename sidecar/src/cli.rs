@@ -145,7 +145,7 @@ impl Cli {
         }
         if let Some(v) = &self.failure_mode {
             v.parse::<tollgate::FailureMode>()
-                .map_err(|e| flag_err("--failure-mode", e))?;
+                .map_err(|e| flag_err("--failure-mode", e.to_string()))?;
             file.limiter.failure_mode = Some(v.clone());
         }
         if self.shadow {
@@ -172,22 +172,15 @@ impl Cli {
         if let Some(rate) = &self.limit {
             // Checked here too, so that errors name the flag rather than the policy
             // the flags turn into.
-            let spec: tollgate::LimitSpec = rate
-                .parse()
-                .map_err(|e: tollgate::SpecError| flag_err("--limit", e.to_string()))?;
-            if let Some(algorithm) = &self.algorithm {
-                let algorithm: tollgate::Algorithm = algorithm
-                    .parse()
-                    .map_err(|e: tollgate::SpecError| flag_err("--algorithm", e.to_string()))?;
-                if rate.contains("burst") && algorithm != tollgate::Algorithm::Gcra {
-                    return Err(flag_err(
-                        "--limit",
-                        format!("burst applies to gcra only, not {algorithm}"),
-                    ));
-                }
-                spec.with_algorithm(algorithm)
-                    .map_err(|e| flag_err("--limit", e.to_string()))?;
-            }
+            let algorithm: tollgate::Algorithm = self
+                .algorithm
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e: tollgate::SpecError| flag_err("--algorithm", e.to_string()))?
+                .unwrap_or_default();
+            tollgate::LimitSpec::parse_with(rate, algorithm)
+                .map_err(|e| flag_err("--limit", e.to_string()))?;
             if let Some(key) = &self.key {
                 tollgate::key::Key::parse_with(key, &file.limiter.trusted_proxies)
                     .map_err(|e| flag_err("--key", e.to_string()))?;

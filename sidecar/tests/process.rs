@@ -479,7 +479,8 @@ fn help_names_every_key_kind_and_the_conventional_env_aliases() {
     // must be documented here too; and the tuple form.
     let reason = tollgate::key::Key::parse_with("no-such-kind", &[])
         .expect_err("an unknown kind is refused")
-        .reason;
+        .reason
+        .to_string();
     let kinds: Vec<&str> = reason
         .strip_prefix("expected ")
         .unwrap_or_else(|| panic!("parser message changed shape: {reason}"))

@@ -9,6 +9,7 @@ pub const MAX_EXACT: i64 = 1 << 50;
 
 /// How a limit counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum Algorithm {
     /// Generic cell rate algorithm: a smooth token bucket that stores one timestamp.
     /// `quota` units per `period`, up to `burst` at once. The default.
@@ -199,15 +200,42 @@ impl LimitSpec {
         Self::new(Algorithm::Gcra, quota, period, None)
     }
 
-    /// The same limit counted by another algorithm (the burst resets to the quota).
+    /// The same limit counted by another algorithm. A burst other than the quota is
+    /// kept for GCRA and refused for a window algorithm, which has no bucket to size
+    /// (never dropped in silence). To parse a spec for a given algorithm, use
+    /// [`LimitSpec::parse_with`].
     ///
     /// # Errors
     ///
-    /// As [`LimitSpec::new`].
+    /// As [`LimitSpec::new`]; [`SpecError::BurstWithWindow`] for a burst given to a
+    /// window algorithm.
     pub fn with_algorithm(self, algorithm: Algorithm) -> Result<Self, SpecError> {
-        let burst = (algorithm == Algorithm::Gcra && self.algorithm == Algorithm::Gcra)
-            .then_some(self.burst);
+        let burst =
+            (self.algorithm == Algorithm::Gcra && self.burst != self.quota).then_some(self.burst);
         Self::new(algorithm, self.quota, self.period(), burst)
+    }
+
+    /// Parses `N/period[,burst=B]` (see the [`FromStr`] impl) as a limit counted by
+    /// `algorithm`: a burst with a window algorithm is an error here, in one place.
+    ///
+    /// ```
+    /// use tollgate::{Algorithm, LimitSpec, SpecError};
+    ///
+    /// let day = LimitSpec::parse_with("1000/d", Algorithm::SlidingWindow)?;
+    /// assert_eq!(day.algorithm(), Algorithm::SlidingWindow);
+    /// assert_eq!(
+    ///     LimitSpec::parse_with("10/s,burst=20", Algorithm::FixedWindow),
+    ///     Err(SpecError::BurstWithWindow(Algorithm::FixedWindow))
+    /// );
+    /// # Ok::<(), SpecError>(())
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`SpecError`] for a malformed text or an invalid limit.
+    pub fn parse_with(text: &str, algorithm: Algorithm) -> Result<Self, SpecError> {
+        let (quota, period, burst) = parse_parts(text)?;
+        LimitSpec::new(algorithm, quota, period, burst)
     }
 
     /// The same limit with another burst (GCRA only).
@@ -264,27 +292,32 @@ impl FromStr for LimitSpec {
 
     /// Parses `N/period[,burst=B]`, where period is `[count]unit` with unit one of
     /// `ms`, `s`, `m`, `h`, `d` (also `sec`, `min`, `hour`, `day`): `100/1m`,
-    /// `10/s,burst=20`, `1000/d`. The algorithm is GCRA; change it with
-    /// [`LimitSpec::with_algorithm`].
+    /// `10/s,burst=20`, `1000/d`. The algorithm is GCRA; for another, use
+    /// [`LimitSpec::parse_with`].
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let syntax = || SpecError::Syntax(s.to_owned());
-        let mut parts = s.trim().split(',');
-        let rate = parts.next().ok_or_else(syntax)?;
-        let (quota, period) = rate.split_once('/').ok_or_else(syntax)?;
-        let quota: u64 = quota.trim().parse().map_err(|_| syntax())?;
-        let period = parse_period(period.trim())?;
-        let mut burst = None;
-        for option in parts {
-            let (name, value) = option.split_once('=').ok_or_else(syntax)?;
-            match name.trim() {
-                "burst" if burst.is_none() => {
-                    burst = Some(value.trim().parse().map_err(|_| syntax())?);
-                }
-                _ => return Err(syntax()),
-            }
-        }
-        LimitSpec::new(Algorithm::Gcra, quota, period, burst)
+        LimitSpec::parse_with(s, Algorithm::Gcra)
     }
+}
+
+/// `N/period[,burst=B]` → quota, period and the burst if given.
+fn parse_parts(s: &str) -> Result<(u64, Duration, Option<u64>), SpecError> {
+    let syntax = || SpecError::Syntax(s.to_owned());
+    let mut parts = s.trim().split(',');
+    let rate = parts.next().ok_or_else(syntax)?;
+    let (quota, period) = rate.split_once('/').ok_or_else(syntax)?;
+    let quota: u64 = quota.trim().parse().map_err(|_| syntax())?;
+    let period = parse_period(period.trim())?;
+    let mut burst = None;
+    for option in parts {
+        let (name, value) = option.split_once('=').ok_or_else(syntax)?;
+        match name.trim() {
+            "burst" if burst.is_none() => {
+                burst = Some(value.trim().parse().map_err(|_| syntax())?);
+            }
+            _ => return Err(syntax()),
+        }
+    }
+    Ok((quota, period, burst))
 }
 
 /// Parses `1m`, `30s`, `s`, `250ms`, `1d`.

@@ -139,10 +139,20 @@ impl Key {
     ///
     /// # Panics
     ///
-    /// If `name` is not a valid header name; use [`Key::from_str`] for untrusted input.
+    /// If `name` is not a valid header name: a constant in code. For a name from
+    /// configuration or any other input, use [`Key::try_header`] (or [`Key::from_str`]).
     pub fn header(name: &str) -> Self {
-        let header = Header::new(name).unwrap_or_else(|e| panic!("{e}"));
-        Key::new(header, format!("header:{name}")).with_source(Source::Header(name.into()))
+        Key::try_header(name).expect("a valid header name, as documented")
+    }
+
+    /// The value of header `name`, for names from configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeaderName`] when `name` is not a valid header name.
+    pub fn try_header(name: &str) -> Result<Self, InvalidHeaderName> {
+        let header = Header::new(name)?;
+        Ok(Key::new(header, format!("header:{name}")).with_source(Source::Header(name.into())))
     }
 
     /// The IP address of the TCP peer. Needs the peer address in the request's
@@ -235,19 +245,19 @@ impl Key {
     }
 
     fn parse_one(part: &str, trusted: &[IpNet]) -> Result<Self, KeySpecError> {
-        let err = |reason: &str| KeySpecError {
+        let err = |reason: KeySpecProblem| KeySpecError {
             spec: part.to_owned(),
-            reason: reason.to_owned(),
+            reason,
         };
         let (kind, arg) = match part.split_once(':') {
             Some((k, a)) => (k, Some(a)),
             None => (part, None),
         };
         match (kind, arg) {
-            ("header", Some(name)) => Header::new(name)
-                .map(|h| Key::new(h, format!("header:{name}")).with_source(Source::Header(name.into())))
-                .map_err(|e| err(&e.to_string())),
-            ("header", None) => Err(err("header needs a name: header:x-api-key")),
+            ("header", Some(name)) => {
+                Key::try_header(name).map_err(|e| err(KeySpecProblem::HeaderName(e)))
+            }
+            ("header", None) => Err(err(KeySpecProblem::NoHeaderName)),
             ("ip", None) => Ok(Key::peer_ip()),
             ("xff", None) => Ok(Key::client_ip(trusted.iter().copied())),
             ("forwarded", None) => Ok(Key::forwarded(trusted.iter().copied())),
@@ -256,9 +266,7 @@ impl Key {
             ("route", None) => Ok(Key::route()),
             ("global", None) => Ok(Key::global()),
             ("const", Some(value)) if !value.is_empty() => Ok(Key::constant(value)),
-            _ => Err(err(
-                "expected header:NAME, ip, xff, forwarded, method, path, route, global or const:VALUE",
-            )),
+            _ => Err(err(KeySpecProblem::Unknown)),
         }
     }
 }
@@ -279,8 +287,30 @@ pub struct KeySpecError {
     /// The part that failed.
     pub spec: String,
     /// Why.
-    pub reason: String,
+    pub reason: KeySpecProblem,
 }
+
+/// What is wrong with a key spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KeySpecProblem {
+    /// Not one of the known kinds.
+    #[error(
+        "expected header:NAME, ip, xff, forwarded, method, path, route, global or const:VALUE"
+    )]
+    Unknown,
+    /// `header` without a name.
+    #[error("header needs a name: header:x-api-key")]
+    NoHeaderName,
+    /// `header:NAME` with a name that is not a valid header name.
+    #[error(transparent)]
+    HeaderName(#[from] InvalidHeaderName),
+}
+
+/// A header name that HTTP does not allow (empty, spaces, non-token characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a valid header name")]
+pub struct InvalidHeaderName(pub String);
 
 struct Tuple(Vec<Key>);
 

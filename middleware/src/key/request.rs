@@ -1,9 +1,9 @@
 //! Keys read straight from the request head: a header, the method, the path, a constant.
 
-use http::header::{HeaderName, InvalidHeaderName};
+use http::header::HeaderName;
 use http::request::Parts;
 
-use super::KeyExtractor;
+use super::{InvalidHeaderName, KeyExtractor};
 
 /// The value of one header (see [`super::Key::header`]).
 #[derive(Debug, Clone)]
@@ -16,7 +16,9 @@ impl Header {
     ///
     /// When `name` is not a valid header name.
     pub fn new(name: &str) -> Result<Self, InvalidHeaderName> {
-        HeaderName::from_bytes(name.as_bytes()).map(Header)
+        HeaderName::from_bytes(name.as_bytes())
+            .map(Header)
+            .map_err(|_| InvalidHeaderName(name.to_owned()))
     }
 }
 

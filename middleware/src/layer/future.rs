@@ -11,7 +11,7 @@ use tower_service::Service;
 
 use super::ResponseBody;
 use crate::limiter::Decision;
-use crate::response::Rejections;
+use crate::response::Responder;
 
 type DecisionFuture = Pin<Box<dyn Future<Output = Decision> + Send>>;
 
@@ -34,14 +34,14 @@ where
     Deciding {
         decision: DecisionFuture,
         call: Option<(S, Request<ReqBody>)>,
-        rejections: Rejections,
+        responder: Responder,
     },
     /// The request passed; waiting for the inner service.
     Calling {
         #[pin]
         future: S::Future,
         decision: Decision,
-        rejections: Rejections,
+        responder: Responder,
     },
     /// Refused: the response is ready.
     Refused { response: Option<Response<Bytes>> },
@@ -55,23 +55,23 @@ where
         decision: DecisionFuture,
         service: S,
         request: Request<ReqBody>,
-        rejections: Rejections,
+        responder: Responder,
     ) -> Self {
         ResponseFuture {
             state: State::Deciding {
                 decision,
                 call: Some((service, request)),
-                rejections,
+                responder,
             },
         }
     }
 
-    pub(super) fn calling(future: S::Future, decision: Decision, rejections: Rejections) -> Self {
+    pub(super) fn calling(future: S::Future, decision: Decision, responder: Responder) -> Self {
         ResponseFuture {
             state: State::Calling {
                 future,
                 decision,
-                rejections,
+                responder,
             },
         }
     }
@@ -98,23 +98,23 @@ where
                 StateProj::Deciding {
                     decision,
                     call,
-                    rejections,
+                    responder,
                 } => {
                     let decision = ready!(decision.as_mut().poll(cx));
                     let Some((mut service, request)) = call.take() else {
                         unreachable!("ResponseFuture polled after the call was made");
                     };
-                    let rejections = rejections.clone();
+                    let responder = responder.clone();
                     if decision.passes() {
                         let future = service.call(request);
                         this.state.set(State::Calling {
                             future,
                             decision,
-                            rejections,
+                            responder,
                         });
                     } else {
                         let (parts, _) = request.into_parts();
-                        let response = rejections.reject(&decision, &parts);
+                        let response = responder.reject(&decision, &parts);
                         this.state.set(State::Refused {
                             response: Some(response),
                         });
@@ -123,10 +123,10 @@ where
                 StateProj::Calling {
                     future,
                     decision,
-                    rejections,
+                    responder,
                 } => {
                     let mut response = ready!(future.poll(cx))?;
-                    rejections.decorate(decision, response.headers_mut());
+                    responder.decorate(decision, response.headers_mut());
                     return Poll::Ready(Ok(response.map(ResponseBody::inner)));
                 }
                 StateProj::Refused { response } => {

@@ -1,8 +1,14 @@
 //! The tower middleware: [`RateLimitLayer`] wraps a service in [`RateLimit`].
 //!
+//! Not to be confused with `tower::limit::{RateLimitLayer, RateLimit}`, which delay
+//! requests (back-pressure through `poll_ready`) to a fixed rate for one service in one
+//! process. These decide per key, against a store shared by every node, and answer a
+//! refusal with `429` at once. Import them by path (`tollgate::RateLimitLayer`) when
+//! both are in scope.
+//!
 //! For each request the service asks the [`RateLimiter`] and either
 //! calls the inner service (adding the `RateLimit` headers to its response) or answers
-//! itself with the refusal built by [`Rejections`] — a
+//! itself with the refusal built by [`Responder`] — a
 //! response, never an error, so the connection stays usable.
 //!
 //! The response body is [`ResponseBody`]: the inner service's body or the refusal's
@@ -22,7 +28,7 @@ use tower_layer::Layer;
 pub use self::body::ResponseBody;
 pub use self::future::ResponseFuture;
 pub use self::service::RateLimit;
-use crate::response::{HeaderStyle, Rejections};
+use crate::response::{HeaderStyle, Responder};
 use crate::RateLimiter;
 
 /// Applies [`RateLimit`] to a service.
@@ -56,7 +62,7 @@ use crate::RateLimiter;
 #[derive(Debug, Clone)]
 pub struct RateLimitLayer {
     limiter: RateLimiter,
-    rejections: Rejections,
+    responder: Responder,
 }
 
 impl RateLimitLayer {
@@ -64,19 +70,25 @@ impl RateLimitLayer {
     pub fn new(limiter: RateLimiter) -> Self {
         RateLimitLayer {
             limiter,
-            rejections: Rejections::default(),
+            responder: Responder::default(),
         }
     }
 
-    /// Answer refusals your way (headers are still added).
-    pub fn rejections(mut self, rejections: Rejections) -> Self {
-        self.rejections = rejections;
+    /// Answer your way (headers are still added).
+    pub fn responder(mut self, responder: Responder) -> Self {
+        self.responder = responder;
         self
+    }
+
+    /// The earlier name of [`responder`](Self::responder).
+    #[deprecated(since = "0.2.0", note = "renamed to `responder`")]
+    pub fn rejections(self, responder: Responder) -> Self {
+        self.responder(responder)
     }
 
     /// Which rate-limit headers to send.
     pub fn headers(mut self, style: HeaderStyle) -> Self {
-        self.rejections = self.rejections.headers(style);
+        self.responder = self.responder.headers(style);
         self
     }
 
@@ -90,6 +102,6 @@ impl<S> Layer<S> for RateLimitLayer {
     type Service = RateLimit<S>;
 
     fn layer(&self, inner: S) -> Self::Service {
-        RateLimit::new(inner, self.limiter.clone(), self.rejections.clone())
+        RateLimit::new(inner, self.limiter.clone(), self.responder.clone())
     }
 }

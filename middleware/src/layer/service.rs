@@ -8,7 +8,7 @@ use tower_service::Service;
 use super::future::ResponseFuture;
 use super::ResponseBody;
 use crate::limiter::Prepared;
-use crate::response::Rejections;
+use crate::response::Responder;
 use crate::RateLimiter;
 
 /// Rate-limits requests before they reach `S`. Built by [`super::RateLimitLayer`].
@@ -16,16 +16,22 @@ use crate::RateLimiter;
 pub struct RateLimit<S> {
     inner: S,
     limiter: RateLimiter,
-    rejections: Rejections,
+    responder: Responder,
 }
 
 impl<S> RateLimit<S> {
+    /// A [`RateLimitLayer`](super::RateLimitLayer) deciding with `limiter`, as
+    /// tower-http's middlewares offer `Foo::layer`.
+    pub fn layer(limiter: RateLimiter) -> super::RateLimitLayer {
+        super::RateLimitLayer::new(limiter)
+    }
+
     /// Wraps `inner`.
-    pub fn new(inner: S, limiter: RateLimiter, rejections: Rejections) -> Self {
+    pub fn new(inner: S, limiter: RateLimiter, responder: Responder) -> Self {
         RateLimit {
             inner,
             limiter,
-            rejections,
+            responder,
         }
     }
 
@@ -69,9 +75,9 @@ where
             // Decided now: the ready service is called at once, no clone needed.
             Ok(decision) if decision.passes() => {
                 let future = self.inner.call(Request::from_parts(parts, body));
-                ResponseFuture::calling(future, decision, self.rejections.clone())
+                ResponseFuture::calling(future, decision, self.responder.clone())
             }
-            Ok(decision) => ResponseFuture::refused(self.rejections.reject(&decision, &parts)),
+            Ok(decision) => ResponseFuture::refused(self.responder.reject(&decision, &parts)),
             Err(pending) => {
                 // The service that was driven to readiness is the one that must be
                 // called, later, after the store answers: keep it and leave a fresh
@@ -84,7 +90,7 @@ where
                     decision,
                     inner,
                     Request::from_parts(parts, body),
-                    self.rejections.clone(),
+                    self.responder.clone(),
                 )
             }
         }

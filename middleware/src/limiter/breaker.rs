@@ -27,12 +27,32 @@ pub enum CircuitState {
 }
 
 /// When the breaker opens and how long it stays open.
+///
+/// ```
+/// use std::time::Duration;
+/// use tollgate::limiter::BreakerConfig;
+///
+/// let config = BreakerConfig::new(5, Duration::from_secs(1));
+/// assert_eq!(config.threshold, 5);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct BreakerConfig {
     /// Consecutive failures that open the breaker (default 3; 0 disables the breaker).
     pub threshold: u32,
     /// How long it stays open before a probe (default 500 ms).
     pub cooldown: Duration,
+}
+
+impl BreakerConfig {
+    /// Opens after `threshold` consecutive failures (0 disables the breaker) for
+    /// `cooldown`, then lets one probe through.
+    pub fn new(threshold: u32, cooldown: Duration) -> Self {
+        BreakerConfig {
+            threshold,
+            cooldown,
+        }
+    }
 }
 
 impl Default for BreakerConfig {

@@ -13,6 +13,23 @@ use crate::policy::{Policy, PolicyError};
 use crate::store::{MemoryStore, Store};
 
 impl RateLimiter {
+    /// Checks `policies` as [`RateLimiterBuilder::build`] will: each policy valid
+    /// ([`Policy::validate`]) and no two sharing a name. For configuration loaders that
+    /// want the answer without building a limiter.
+    ///
+    /// # Errors
+    ///
+    /// The first problem, as a [`BuildError`].
+    pub fn validate_policies(policies: &[Policy]) -> Result<(), BuildError> {
+        for (i, policy) in policies.iter().enumerate() {
+            policy.validate()?;
+            if policies[..i].iter().any(|p| p.name == policy.name) {
+                return Err(BuildError::DuplicatePolicy(policy.name.to_string()));
+            }
+        }
+        Ok(())
+    }
+
     /// Configures a limiter.
     pub fn builder() -> RateLimiterBuilder {
         RateLimiterBuilder {
@@ -178,12 +195,7 @@ impl RateLimiterBuilder {
                 });
             }
         }
-        for (i, policy) in self.policies.iter().enumerate() {
-            policy.validate()?;
-            if self.policies[..i].iter().any(|p| p.name == policy.name) {
-                return Err(BuildError::DuplicatePolicy(policy.name.to_string()));
-            }
-        }
+        RateLimiter::validate_policies(&self.policies)?;
         let clock = self.clock;
         let store = self
             .store

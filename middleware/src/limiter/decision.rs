@@ -46,11 +46,12 @@ pub enum DecisionKind {
         reason: String,
     },
     /// The request stated an invalid cost.
-    InvalidCost(String),
+    InvalidCost(crate::policy::CostError),
 }
 
 /// The limiter's answer for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct Decision {
     /// The kind of answer.
     pub kind: DecisionKind,

@@ -8,15 +8,24 @@
 //!
 //! The trade-off: if Redis loses the key (restart, `FLUSHDB`) or an operator raises
 //! the limit, cached refusals still stand until they expire — at most the longest
-//! `Retry-After` the store gave. Bounded in size: when full, expired entries are
-//! dropped, and if none expired, the whole cache is cleared (it is only an optimisation).
+//! `Retry-After` the store gave. Bounded in size: when a shard is full, its expired
+//! entries are dropped, and if none expired, the shard is cleared (it is only an
+//! optimisation).
+//!
+//! Every Redis-path decision looks here first, so the cache is sharded like the memory
+//! store (threads deciding for different keys rarely meet on a lock) and looked up by
+//! `&str`: nothing is allocated per lookup; a key is copied only when a refusal is
+//! stored. The shard hasher is seeded per process: keys are client-controlled.
 
+use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::hash::BuildHasher;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use super::decision::LimitStatus;
 
 const MAX_ENTRIES: usize = 100_000;
+const SHARDS: usize = 16;
 
 #[derive(Debug)]
 struct Denial {
@@ -26,15 +35,38 @@ struct Denial {
     limits: Arc<[LimitStatus]>,
 }
 
-#[derive(Debug, Default)]
+/// One shard: refusals by cache key.
+type Shard = HashMap<Box<str>, Denial>;
+
+#[derive(Debug)]
 pub(crate) struct DenyCache {
-    entries: Mutex<HashMap<String, Denial>>,
+    shards: Box<[Mutex<Shard>]>,
+    hasher: RandomState,
+}
+
+impl Default for DenyCache {
+    fn default() -> Self {
+        DenyCache {
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            hasher: RandomState::new(),
+        }
+    }
 }
 
 impl DenyCache {
+    fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
+        // SHARDS is a power of two: a mask picks the shard.
+        let index = (self.hasher.hash_one(key) as usize) & (SHARDS - 1);
+        // A panic under the lock cannot leave a half-written entry (entries are
+        // replaced whole), so a poisoned shard is still consistent.
+        self.shards[index]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// The cached refusal for `key` at `now_us`, with waits shortened by the time since.
     pub(crate) fn get(&self, key: &str, cost: u64, now_us: i64) -> Option<Vec<LimitStatus>> {
-        let entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
+        let entries = self.shard(key);
         let denial = entries.get(key)?;
         if denial.until_us <= now_us || cost < denial.cost {
             return None;
@@ -54,7 +86,14 @@ impl DenyCache {
         )
     }
 
-    pub(crate) fn insert(&self, key: String, cost: u64, now_us: i64, limits: &[LimitStatus]) {
+    pub(crate) fn insert(
+        &self,
+        key: impl AsRef<str>,
+        cost: u64,
+        now_us: i64,
+        limits: &[LimitStatus],
+    ) {
+        let key = key.as_ref();
         let wait = limits
             .iter()
             .filter(|l| !l.verdict.allowed)
@@ -64,15 +103,15 @@ impl DenyCache {
         if wait <= 0 {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(PoisonError::into_inner);
-        if entries.len() >= MAX_ENTRIES {
+        let mut entries = self.shard(key);
+        if entries.len() >= MAX_ENTRIES / SHARDS {
             entries.retain(|_, d| d.until_us > now_us);
-            if entries.len() >= MAX_ENTRIES {
+            if entries.len() >= MAX_ENTRIES / SHARDS {
                 entries.clear();
             }
         }
         entries.insert(
-            key,
+            key.into(),
             Denial {
                 until_us: now_us + wait,
                 cost,

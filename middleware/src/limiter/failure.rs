@@ -4,6 +4,7 @@ use std::str::FromStr;
 
 /// The answer given while the store is failing (timeouts, connection loss, open breaker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum FailureMode {
     /// Let requests through uncounted: the limiter never becomes the outage. Default.
     #[default]
@@ -16,17 +17,20 @@ pub enum FailureMode {
     Local,
 }
 
+/// A failure mode name that is not `open`, `closed` or `local`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown failure mode {0:?}: expected open, closed or local")]
+pub struct UnknownFailureMode(pub String);
+
 impl FromStr for FailureMode {
-    type Err = String;
+    type Err = UnknownFailureMode;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "open" => Ok(FailureMode::Open),
             "closed" => Ok(FailureMode::Closed),
             "local" | "fallback" => Ok(FailureMode::Local),
-            other => Err(format!(
-                "unknown failure mode {other:?}: expected open, closed or local"
-            )),
+            other => Err(UnknownFailureMode(other.to_owned())),
         }
     }
 }

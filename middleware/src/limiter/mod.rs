@@ -39,14 +39,14 @@ pub use self::breaker::{BreakerConfig, CircuitState};
 pub use self::builder::{BuildError, RateLimiterBuilder};
 pub use self::decision::{Decision, DecisionKind, LimitStatus};
 use self::deny_cache::DenyCache;
-pub use self::failure::FailureMode;
+pub use self::failure::{FailureMode, UnknownFailureMode};
 pub use self::metrics::describe_metrics;
 use self::metrics::LimiterMetrics;
 pub use self::pending::{Pending, Prepared};
 use self::throttle::LogThrottle;
 use crate::clock::Clock;
 use crate::key::KeyExtractor;
-use crate::policy::{MissingKey, Policy};
+use crate::policy::{check_name, Limit, MissingKey, Policy, PolicyError, PolicyProblem};
 use crate::store::{MemoryStore, Store, StoreError};
 
 /// Decides whether requests may pass. Cheap to clone; clones share everything.
@@ -135,6 +135,43 @@ impl RateLimiter {
             .map_err(|_| StoreError::Timeout(wait))?
     }
 
+    /// Decides one limit outside any policy, for decision APIs such as the sidecar's
+    /// `POST /check`: `cost` units of `limit` under `key`, counted in the same store,
+    /// with the same deny cache, breaker, timeout and failure mode as policies. The
+    /// limit's name stands for the policy in metrics and storage keys.
+    ///
+    /// ```
+    /// use tollgate::key::Key;
+    /// use tollgate::policy::Limit;
+    /// use tollgate::{DecisionKind, RateLimiter};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = RateLimiter::builder().build()?;
+    /// let limit = Limit::new("check", "1/m".parse()?, Key::global());
+    /// assert_eq!(limiter.decide_one(&limit, "user-7", 1).await?.kind, DecisionKind::Allowed);
+    /// assert_eq!(limiter.decide_one(&limit, "user-7", 1).await?.kind, DecisionKind::Limited);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] when the limit's name is not a valid name (it becomes part of
+    /// the storage key and the `RateLimit` header).
+    pub async fn decide_one(
+        &self,
+        limit: &Limit,
+        key: &str,
+        cost: u64,
+    ) -> Result<Decision, PolicyError> {
+        check_name(&limit.name).map_err(|e| PolicyError {
+            policy: limit.name.to_string(),
+            reason: PolicyProblem::LimitName(e),
+        })?;
+        let pending =
+            Pending::new(limit.name.clone(), cost).limit(limit.name.clone(), limit.spec, key);
+        Ok(self.decide(pending).await)
+    }
+
     /// Decides one request end to end: [`prepare`](Self::prepare), then
     /// [`decide`](Self::decide).
     pub async fn check(&self, request: &Parts) -> Decision {
@@ -156,7 +193,7 @@ impl RateLimiter {
         let cost = match policy.cost.of(request) {
             Ok(cost) => cost,
             Err(e) => {
-                let decision = Decision::new(DecisionKind::InvalidCost(e.0), name);
+                let decision = Decision::new(DecisionKind::InvalidCost(e), name);
                 return Prepared::Done(self.record(decision.in_shadow(shadow)));
             }
         };

@@ -1,5 +1,6 @@
 //! [`Pending`]: a request whose policy, keys and cost are known, waiting for a store.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use super::Decision;
@@ -17,9 +18,9 @@ pub struct Pending {
 }
 
 impl Pending {
-    /// An ad-hoc decision outside any policy (used by decision APIs such as the
-    /// sidecar's `/check`): add limits with [`Pending::limit`].
-    pub fn new(policy: impl Into<Arc<str>>, cost: u64) -> Self {
+    /// A decision for `policy` (whose name has been validated: it is part of every
+    /// storage key) of weight `cost`.
+    pub(crate) fn new(policy: impl Into<Arc<str>>, cost: u64) -> Self {
         Pending {
             policy: policy.into(),
             shadow: false,
@@ -29,8 +30,8 @@ impl Pending {
         }
     }
 
-    /// Adds limit `name` of `spec`, counted under `key`.
-    pub fn limit(mut self, name: impl Into<Arc<str>>, spec: LimitSpec, key: &str) -> Self {
+    /// Adds limit `name` (validated) of `spec`, counted under `key`.
+    pub(crate) fn limit(mut self, name: impl Into<Arc<str>>, spec: LimitSpec, key: &str) -> Self {
         let name = name.into();
         self.checks
             .push(Check::new(storage_key(&self.policy, key, &name), spec));
@@ -43,14 +44,17 @@ impl Pending {
         &self.checks
     }
 
-    pub(super) fn cache_key(&self) -> String {
+    /// The deny cache's key: the storage key itself for the usual one-limit policy (no
+    /// allocation per lookup), all of them joined for a policy of several limits.
+    pub(super) fn cache_key(&self) -> Cow<'_, str> {
         match self.checks.as_slice() {
-            [one] => one.key.clone(),
-            many => many
-                .iter()
-                .map(|c| c.key.as_str())
-                .collect::<Vec<_>>()
-                .join("\n"),
+            [one] => Cow::Borrowed(one.key.as_str()),
+            many => Cow::Owned(
+                many.iter()
+                    .map(|c| c.key.as_str())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+            ),
         }
     }
 }
@@ -68,7 +72,7 @@ fn storage_key(policy: &str, key: &str, limit: &str) -> String {
     out
 }
 
-/// The result of [`RateLimiter::prepare`].
+/// The result of [`RateLimiter::prepare`](super::RateLimiter::prepare).
 #[derive(Debug)]
 pub enum Prepared {
     /// Answered without the store (no policy, no key, bad cost).

@@ -11,6 +11,7 @@ pub type CostFn = Arc<dyn Fn(&Parts) -> Result<u64, CostError> + Send + Sync>;
 
 /// The cost of a request: how many units it takes from every limit of its policy.
 #[derive(Clone)]
+#[non_exhaustive]
 pub enum Cost {
     /// The same cost for every request (default 1).
     Fixed(u64),
@@ -51,14 +52,26 @@ impl Cost {
     ///
     /// # Panics
     ///
-    /// If `name` is not a valid header name.
+    /// If `name` is not a valid header name: a constant in code. For a name from
+    /// configuration or any other input, use [`Cost::try_header`].
     pub fn header(name: &str, default: u64, max: u64) -> Self {
-        Cost::Header {
-            name: HeaderName::from_bytes(name.as_bytes())
-                .unwrap_or_else(|e| panic!("invalid cost header {name:?}: {e}")),
-            default,
-            max,
-        }
+        Cost::try_header(name, default, max).expect("a valid header name, as documented")
+    }
+
+    /// Cost from header `name` (see [`Cost::Header`]), for names from configuration.
+    ///
+    /// # Errors
+    ///
+    /// [`InvalidHeaderName`](crate::key::InvalidHeaderName) when `name` is not a valid
+    /// header name.
+    pub fn try_header(
+        name: &str,
+        default: u64,
+        max: u64,
+    ) -> Result<Self, crate::key::InvalidHeaderName> {
+        let name = HeaderName::from_bytes(name.as_bytes())
+            .map_err(|_| crate::key::InvalidHeaderName(name.to_owned()))?;
+        Ok(Cost::Header { name, default, max })
     }
 
     /// Cost computed by `f`.
@@ -81,9 +94,14 @@ impl Cost {
                         .to_str()
                         .ok()
                         .and_then(|v| v.trim().parse::<u64>().ok())
-                        .ok_or_else(|| CostError(format!("{name} must be a whole number")))?;
+                        .ok_or_else(|| CostError::NotANumber {
+                            header: name.as_str().to_owned(),
+                        })?;
                     if cost > *max {
-                        return Err(CostError(format!("{name} must be at most {max}")));
+                        return Err(CostError::TooHigh {
+                            header: name.as_str().to_owned(),
+                            max: *max,
+                        });
                     }
                     Ok(cost)
                 }
@@ -95,5 +113,23 @@ impl Cost {
 
 /// A request whose cost is invalid; the message is shown to the client.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct CostError(pub String);
+#[non_exhaustive]
+pub enum CostError {
+    /// The cost header is not a whole number.
+    #[error("{header} must be a whole number")]
+    NotANumber {
+        /// The header.
+        header: String,
+    },
+    /// The cost header claims more than the policy allows.
+    #[error("{header} must be at most {max}")]
+    TooHigh {
+        /// The header.
+        header: String,
+        /// The highest cost allowed.
+        max: u64,
+    },
+    /// A cost function refused the request, for this reason.
+    #[error("{0}")]
+    Invalid(String),
+}

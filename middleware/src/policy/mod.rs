@@ -19,12 +19,13 @@ use http::request::Parts;
 use http::Method;
 
 pub use self::cost::{Cost, CostError, CostFn};
-pub use self::route::PathMatch;
+pub use self::route::{PathMatch, PathPattern, PatternError};
 use crate::algorithm::LimitSpec;
 use crate::key::Key;
 
 /// What to do with a request that has no key for one of its limits.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
 pub enum MissingKey {
     /// Answer `400 Bad Request` naming the missing key (gRPC: `INVALID_ARGUMENT`).
     #[default]
@@ -135,8 +136,8 @@ impl Policy {
     ///
     /// # Errors
     ///
-    /// When the pattern is not a valid glob.
-    pub fn path_pattern(mut self, pattern: &str) -> Result<Self, globset::Error> {
+    /// [`PatternError`] when the pattern is not a valid glob.
+    pub fn path_pattern(mut self, pattern: &str) -> Result<Self, PatternError> {
         self.path = PathMatch::pattern(pattern)?;
         Ok(self)
     }
@@ -188,25 +189,30 @@ impl Policy {
             && self.path.matches(request.uri.path())
     }
 
-    /// Checks names and limits; the limiter refuses to build with an invalid policy.
-    pub(crate) fn validate(&self) -> Result<(), PolicyError> {
-        let err = |reason: String| PolicyError {
+    /// Checks names and limits: what the limiter checks before it builds, for callers
+    /// (a configuration loader) that want the answer without building one.
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] naming the policy and the problem.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        let err = |reason: PolicyProblem| PolicyError {
             policy: self.name.to_string(),
             reason,
         };
-        check_name(&self.name).map_err(|r| err(format!("policy name: {r}")))?;
+        check_name(&self.name).map_err(|r| err(PolicyProblem::PolicyName(r)))?;
         if self.limits.is_empty() {
-            return Err(err("has no limits".into()));
+            return Err(err(PolicyProblem::NoLimits));
         }
         for (i, limit) in self.limits.iter().enumerate() {
-            check_name(&limit.name).map_err(|r| err(format!("limit name: {r}")))?;
+            check_name(&limit.name).map_err(|r| err(PolicyProblem::LimitName(r)))?;
             if self.limits[..i].iter().any(|l| l.name == limit.name) {
-                return Err(err(format!("limit {:?} is declared twice", limit.name)));
+                return Err(err(PolicyProblem::DuplicateLimit(limit.name.to_string())));
             }
         }
         if let MissingKey::Fallback(key) = &self.missing_key {
             if key.is_empty() {
-                return Err(err("missing-key fallback must not be empty".into()));
+                return Err(err(PolicyProblem::EmptyFallback));
             }
         }
         Ok(())
@@ -215,19 +221,37 @@ impl Policy {
 
 /// Names appear in headers as structured-field strings and in Redis keys: keep them
 /// to a safe alphabet rather than escape them everywhere.
-fn check_name(name: &str) -> Result<(), String> {
+pub(crate) fn check_name(name: &str) -> Result<(), InvalidName> {
     if name.is_empty() || name.len() > 64 {
-        return Err(format!("{name:?} must be 1 to 64 characters"));
+        return Err(InvalidName::Length(name.to_owned()));
     }
     if let Some(c) = name
         .chars()
         .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
     {
-        return Err(format!(
-            "{name:?} contains {c:?}; use letters, digits, '-', '_' and '.'"
-        ));
+        return Err(InvalidName::Character {
+            name: name.to_owned(),
+            character: c,
+        });
     }
     Ok(())
+}
+
+/// A policy or limit name outside the safe alphabet.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidName {
+    /// Empty or longer than 64 bytes.
+    #[error("{0:?} must be 1 to 64 characters")]
+    Length(String),
+    /// A character other than letters, digits, `-`, `_` and `.`.
+    #[error("{name:?} contains {character:?}; use letters, digits, '-', '_' and '.'")]
+    Character {
+        /// The name.
+        name: String,
+        /// The first character not allowed.
+        character: char,
+    },
 }
 
 /// A policy that cannot be used.
@@ -237,7 +261,28 @@ pub struct PolicyError {
     /// The policy's name.
     pub policy: String,
     /// What is wrong.
-    pub reason: String,
+    pub reason: PolicyProblem,
+}
+
+/// What is wrong with a policy.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PolicyProblem {
+    /// The policy's own name.
+    #[error("policy name: {0}")]
+    PolicyName(InvalidName),
+    /// A limit's name.
+    #[error("limit name: {0}")]
+    LimitName(InvalidName),
+    /// No limits.
+    #[error("has no limits")]
+    NoLimits,
+    /// Two limits share a name.
+    #[error("limit {0:?} is declared twice")]
+    DuplicateLimit(String),
+    /// `MissingKey::Fallback` with an empty key.
+    #[error("missing-key fallback must not be empty")]
+    EmptyFallback,
 }
 
 #[cfg(test)]

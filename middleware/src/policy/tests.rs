@@ -50,13 +50,19 @@ fn validation_names_the_problem() {
     let ok = Policy::single("per-ip", spec(), Key::peer_ip());
     assert_eq!(ok.validate(), Ok(()));
     let empty = Policy::new("p");
-    assert!(empty.validate().unwrap_err().reason.contains("no limits"));
+    assert_eq!(
+        empty.validate().unwrap_err().reason,
+        PolicyProblem::NoLimits
+    );
     let bad = Policy::single("bad name", spec(), Key::global());
-    assert!(bad.validate().unwrap_err().reason.contains("' '"));
+    assert!(bad.validate().unwrap_err().to_string().contains("' '"));
     let twice = Policy::new("p")
         .limit(Limit::new("a", spec(), Key::global()))
         .limit(Limit::new("a", spec(), Key::global()));
-    assert!(twice.validate().unwrap_err().reason.contains("twice"));
+    assert_eq!(
+        twice.validate().unwrap_err().reason,
+        PolicyProblem::DuplicateLimit("a".into())
+    );
     let quote = Policy::single("a\"b", spec(), Key::global());
     assert!(quote.validate().is_err());
 }

@@ -24,7 +24,7 @@ pub(crate) fn response(decision: &Decision) -> Response<Bytes> {
         DecisionKind::MissingKey { limit, reason } => {
             (3, format!("missing rate-limit key for {limit}: {reason}"))
         }
-        DecisionKind::InvalidCost(reason) => (3, format!("invalid request cost: {reason}")),
+        DecisionKind::InvalidCost(error) => (3, format!("invalid request cost: {error}")),
         _ => (
             8,
             format!(

@@ -29,13 +29,35 @@ pub use self::headers::{insert_rate_limit_headers, retry_after_secs};
 use crate::limiter::{Decision, DecisionKind};
 
 /// Which rate-limit headers to send.
+///
+/// ```
+/// use tollgate::response::HeaderStyle;
+///
+/// let both = HeaderStyle::default().legacy(true);
+/// assert!(both.ietf && both.legacy);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct HeaderStyle {
     /// IETF `RateLimit` and `RateLimit-Policy` (default on).
     pub ietf: bool,
     /// Legacy `X-RateLimit-Limit`, `-Remaining`, `-Reset` for the most constrained
     /// limit (default off).
     pub legacy: bool,
+}
+
+impl HeaderStyle {
+    /// Whether to send the IETF `RateLimit` and `RateLimit-Policy` fields.
+    pub fn ietf(mut self, on: bool) -> Self {
+        self.ietf = on;
+        self
+    }
+
+    /// Whether to send the legacy `X-RateLimit-*` headers.
+    pub fn legacy(mut self, on: bool) -> Self {
+        self.legacy = on;
+        self
+    }
 }
 
 impl Default for HeaderStyle {
@@ -47,27 +69,29 @@ impl Default for HeaderStyle {
     }
 }
 
-/// Builds the response for a refused request; see [`Rejections::custom`].
+/// Builds the response for a refused request; see [`Responder::custom`].
 pub type RejectionFn = Arc<dyn Fn(&Decision, &Parts) -> Response<Bytes> + Send + Sync>;
 
-/// How refusals are answered: the defaults described above, or a function of yours.
-/// Rate-limit headers and `Retry-After` are added to custom responses too.
+/// How decisions are answered over HTTP: the rate-limit headers added to every counted
+/// response that passes, and the response for one that does not (the defaults
+/// described above, or a function of yours). Rate-limit headers and `Retry-After` are
+/// added to custom refusals too.
 #[derive(Clone, Default)]
-pub struct Rejections {
+pub struct Responder {
     custom: Option<RejectionFn>,
     headers: HeaderStyle,
 }
 
-impl std::fmt::Debug for Rejections {
+impl std::fmt::Debug for Responder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Rejections")
+        f.debug_struct("Responder")
             .field("custom", &self.custom.is_some())
             .field("headers", &self.headers)
             .finish()
     }
 }
 
-impl Rejections {
+impl Responder {
     /// Answer refusals with `f` instead of the default bodies.
     pub fn custom(
         mut self,
@@ -113,6 +137,10 @@ impl Rejections {
         response
     }
 }
+
+/// The earlier name of [`Responder`], which also decorates passing responses.
+#[deprecated(since = "0.2.0", note = "renamed to `Responder`")]
+pub type Rejections = Responder;
 
 /// The HTTP status for a refused decision.
 pub fn status_of(decision: &Decision) -> StatusCode {

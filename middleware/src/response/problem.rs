@@ -27,11 +27,11 @@ pub(crate) fn response(decision: &Decision) -> Response<Bytes> {
             "status": status.as_u16(),
             "detail": format!("The request does not carry the key that limit \"{limit}\" is counted by: {reason}."),
         }),
-        DecisionKind::InvalidCost(reason) => json!({
+        DecisionKind::InvalidCost(error) => json!({
             "type": "about:blank",
             "title": "Invalid request cost",
             "status": status.as_u16(),
-            "detail": reason,
+            "detail": error.to_string(),
         }),
         _ => {
             let violated: Vec<&str> = decision.violated().collect();

@@ -19,7 +19,8 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde_json::{json, Value};
-use tollgate::limiter::Pending;
+use tollgate::key::Key;
+use tollgate::policy::Limit;
 use tollgate::response::retry_after_secs;
 use tollgate::{DecisionKind, LimitSpec};
 
@@ -143,8 +144,13 @@ pub(super) async fn check(State(state): State<AdminState>, body: Bytes) -> Respo
     // limits do not share (and corrupt) each other's state; the metrics label stays
     // the fixed policy name `check`.
     let key = format!("{}/{}:{}", request.limit, request.window_ms, request.key);
-    let pending = Pending::new("check", request.cost).limit("check", spec, &key);
-    let decision = runtime.limiter.decide(pending).await;
+    // The key is given, not extracted: the limit's own key is never read.
+    let limit = Limit::new("check", spec, Key::global());
+    let decision = match runtime.limiter.decide_one(&limit, &key, request.cost).await {
+        Ok(decision) => decision,
+        // "check" is a valid name; this answers rather than panics all the same.
+        Err(e) => return Invalid::new("(limit)", e.to_string()).into_response(),
+    };
 
     let mut headers = HeaderMap::new();
     runtime.layer_headers(&decision, &mut headers);

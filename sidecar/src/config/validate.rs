@@ -131,10 +131,9 @@ impl FileConfig {
             timeout: c.millis("limiter.timeout_ms", l.timeout_ms, 50)?,
             deny_cache: l.deny_cache.unwrap_or(true),
             shadow: l.shadow.unwrap_or(false),
-            headers: HeaderStyle {
-                ietf: l.ietf_headers.unwrap_or(true),
-                legacy: l.legacy_headers.unwrap_or(false),
-            },
+            headers: HeaderStyle::default()
+                .ietf(l.ietf_headers.unwrap_or(true))
+                .legacy(l.legacy_headers.unwrap_or(false)),
             check_algorithm: l
                 .check_algorithm
                 .as_deref()
@@ -179,11 +178,8 @@ impl FileConfig {
             .enumerate()
             .map(|(i, section)| self.validate_policy(&c, i, section))
             .collect::<Result<Vec<_>, _>>()?;
-        // The limiter checks names, duplicates and limits once more as a whole.
-        tollgate::RateLimiter::builder()
-            .policies(policies.iter().cloned())
-            .build()
-            .map_err(|e| c.err("policies", e))?;
+        // Names and duplicates, as the limiter will check them when it is built.
+        tollgate::RateLimiter::validate_policies(&policies).map_err(|e| c.err("policies", e))?;
 
         Ok(Config {
             effective: self.effective(
@@ -442,12 +438,10 @@ impl FileConfig {
                     "give cost or cost_header, not both",
                 ));
             }
-            (Some(header), None) => {
-                http::HeaderName::from_bytes(header.as_bytes()).map_err(|_| {
-                    c.err(format!("{field}.cost_header"), "not a valid header name")
-                })?;
-                policy.cost(Cost::header(header, 1, section.cost_max.unwrap_or(100)))
-            }
+            (Some(header), None) => policy.cost(
+                Cost::try_header(header, 1, section.cost_max.unwrap_or(100))
+                    .map_err(|e| c.err(format!("{field}.cost_header"), e))?,
+            ),
             (None, Some(cost)) => policy.cost(Cost::Fixed(cost)),
             (None, None) => policy,
         };
@@ -460,25 +454,16 @@ impl FileConfig {
         }
         for (j, limit) in section.limits.iter().enumerate() {
             let lf = format!("{field}.limits[{j}]");
-            let mut spec: LimitSpec = limit
-                .rate
-                .parse()
+            let algorithm: Algorithm = limit
+                .algorithm
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| c.err(format!("{lf}.algorithm"), e))?
+                .unwrap_or_default();
+            // A burst with a window algorithm is refused here, by the crate.
+            let spec = LimitSpec::parse_with(&limit.rate, algorithm)
                 .map_err(|e| c.err(format!("{lf}.rate"), e))?;
-            if let Some(algorithm) = &limit.algorithm {
-                let algorithm: Algorithm = algorithm
-                    .parse()
-                    .map_err(|e| c.err(format!("{lf}.algorithm"), e))?;
-                if limit.rate.contains("burst") && algorithm != Algorithm::Gcra {
-                    return Err(c.err(
-                        format!("{lf}.rate"),
-                        format!("burst applies to gcra only, not {algorithm}"),
-                    ));
-                }
-                // Keeps the burst for gcra; window algorithms have none.
-                spec = spec
-                    .with_algorithm(algorithm)
-                    .map_err(|e| c.err(format!("{lf}.rate"), e))?;
-            }
             let key =
                 Key::parse_with(&limit.key, trusted).map_err(|e| c.err(format!("{lf}.key"), e))?;
             policy = policy.limit(Limit::new(limit.name.clone(), spec, key));
