@@ -22,8 +22,8 @@
 //! download is still a request in flight.
 
 mod body;
+mod endpoint;
 pub mod headers;
-mod pool;
 mod throttle;
 mod upstream;
 
@@ -43,12 +43,12 @@ use tollgate::key::PeerAddr;
 use tower::Service;
 
 use self::throttle::LogThrottle;
-use self::upstream::{Clients, Pool};
+use self::upstream::{Clients, Upstream};
 use crate::config::{Config, ProxyConfig, Route};
 use crate::telemetry::{self, UPSTREAM_ERRORS, UPSTREAM_RETRIES};
 
 pub use self::body::ProxyBody;
-pub use self::pool::PooledBody;
+pub use self::endpoint::PooledBody;
 
 /// Forwards requests to upstreams. Cheap to clone.
 #[derive(Clone)]
@@ -58,7 +58,7 @@ pub struct Proxy {
 
 struct Inner {
     routes: Vec<Route>,
-    pools: Vec<Pool>,
+    upstreams: Vec<Upstream>,
     clients: Clients,
     config: ProxyConfig,
     in_flight: Arc<Semaphore>,
@@ -75,10 +75,10 @@ impl Proxy {
         Proxy {
             inner: Arc::new(Inner {
                 routes: config.routes.clone(),
-                pools: config
+                upstreams: config
                     .upstreams
                     .iter()
-                    .map(|u| Pool::new(u, &config.proxy, &config.node_id))
+                    .map(|u| Upstream::new(u, &config.proxy, &config.node_id))
                     .collect(),
                 clients: Clients::new(&config.proxy),
                 config: config.proxy.clone(),
@@ -135,9 +135,9 @@ impl Inner {
         else {
             return local_response(StatusCode::NOT_FOUND, "no route for this request");
         };
-        let pool = &self.pools[route.upstream];
+        let upstream = &self.upstreams[route.upstream];
         let (mut endpoint, mut connections) = {
-            let next = pool.next();
+            let next = upstream.next();
             (&next.0, &next.1)
         };
 
@@ -148,7 +148,7 @@ impl Inner {
         let host = headers::original_host(request.headers(), request.uri());
         let wants_trailers = headers::strip_hop_by_hop(request.headers_mut());
         headers::add_forwarded(request.headers_mut(), peer, host.as_deref());
-        if pool.h2c && wants_trailers {
+        if upstream.h2c && wants_trailers {
             headers::keep_trailers(request.headers_mut());
         }
         // Shares the request's bytes: no copy of the path.
@@ -159,7 +159,7 @@ impl Inner {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         // HTTP/1.1 connections take the origin form (`/path?query`); the h2c client
         // wants the absolute URI to derive `:scheme` and `:authority`.
-        let uri = if pool.h2c {
+        let uri = if upstream.h2c {
             match upstream::target(endpoint, path) {
                 Ok(uri) => uri,
                 Err(e) => {
@@ -186,7 +186,7 @@ impl Inner {
         }
 
         let started = Instant::now();
-        let sent = if pool.h2c {
+        let sent = if upstream.h2c {
             request.headers_mut().remove(http::header::HOST);
             *request.version_mut() = Version::HTTP_2;
             let client = self.clients.h2c();
@@ -203,9 +203,9 @@ impl Inner {
                 match connections.send(request).await {
                     // Not connected, so nothing was sent: once more, to the next endpoint.
                     Err((error, Some(mut unsent))) if error.is_connect() => {
-                        metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => pool.name.clone()).increment(1);
-                        tracing::debug!(upstream = %pool.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
-                        let next = pool.next();
+                        metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => upstream.name.clone()).increment(1);
+                        tracing::debug!(upstream = %upstream.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
+                        let next = upstream.next();
                         (endpoint, connections) = (&next.0, &next.1);
                         if let Some(authority) = endpoint.authority() {
                             if self.config.rewrite_host || !had_host {
@@ -222,7 +222,7 @@ impl Inner {
             .await
             .map(|r| r.map_err(|e| (e.is_connect(), error_chain(&e))))
         };
-        pool.latency.record(started.elapsed().as_secs_f64());
+        upstream.latency.record(started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(mut response)) => {
                 headers::strip_hop_by_hop(response.headers_mut());
@@ -230,16 +230,16 @@ impl Inner {
             }
             Ok(Err((connect, error))) => {
                 let kind = if connect { "connect" } else { "other" };
-                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => kind).increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => upstream.name.clone(), "kind" => kind).increment(1);
                 if let Some(suppressed) = self.log.permit() {
-                    tracing::warn!(upstream = %pool.name, %endpoint, %error, suppressed, "upstream failed");
+                    tracing::warn!(upstream = %upstream.name, %endpoint, %error, suppressed, "upstream failed");
                 }
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
             Err(_) => {
-                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => upstream.name.clone(), "kind" => "timeout").increment(1);
                 if let Some(suppressed) = self.log.permit() {
-                    tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
+                    tracing::warn!(upstream = %upstream.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
                 }
                 local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
