@@ -107,6 +107,9 @@ pub struct Upstream {
 }
 
 /// Which upstream serves which requests.
+///
+/// Plain validated data; the proxy builds its matcher once per configuration, not per
+/// request (see [`crate::proxy::Proxy::new`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Methods matched (all when `None`).
@@ -115,14 +118,6 @@ pub struct Route {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
-}
-
-impl Route {
-    /// Whether the route serves this request.
-    pub fn matches(&self, method: &Method, path: &str) -> bool {
-        self.methods.as_ref().is_none_or(|m| m.contains(method))
-            && tollgate::policy::PathMatch::prefix(self.path_prefix.clone()).matches(path)
-    }
 }
 
 /// A validated configuration.

@@ -35,11 +35,12 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tollgate::key::PeerAddr;
+use tollgate::policy::PathMatch;
 use tower::Service;
 
 use self::throttle::LogThrottle;
@@ -57,7 +58,7 @@ pub struct Proxy {
 }
 
 struct Inner {
-    routes: Vec<Route>,
+    routes: Vec<RouteMatcher>,
     upstreams: Vec<Upstream>,
     clients: Clients,
     config: ProxyConfig,
@@ -70,11 +71,12 @@ struct Inner {
 }
 
 impl Proxy {
-    /// A proxy for `config`'s routes and upstreams.
+    /// A proxy for `config`'s routes and upstreams. The routes' matchers are built
+    /// here, once per configuration, so that routing a request allocates nothing.
     pub fn new(config: &Config) -> Self {
         Proxy {
             inner: Arc::new(Inner {
-                routes: config.routes.clone(),
+                routes: config.routes.iter().map(RouteMatcher::new).collect(),
                 upstreams: config
                     .upstreams
                     .iter()
@@ -87,6 +89,31 @@ impl Proxy {
                 node: telemetry::node_label(&config.node_id),
             }),
         }
+    }
+}
+
+/// A [`Route`] ready to match requests.
+struct RouteMatcher {
+    /// Methods matched (all when `None`).
+    methods: Option<Vec<Method>>,
+    /// The path prefix, at a segment boundary: the same matching as policies' prefixes.
+    path: PathMatch,
+    /// Index into the proxy's upstreams.
+    upstream: usize,
+}
+
+impl RouteMatcher {
+    fn new(route: &Route) -> Self {
+        RouteMatcher {
+            methods: route.methods.clone(),
+            path: PathMatch::prefix(route.path_prefix.as_str()),
+            upstream: route.upstream,
+        }
+    }
+
+    /// Whether the route serves this request.
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method)) && self.path.matches(path)
     }
 }
 
@@ -256,4 +283,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_method_and_prefix_at_a_segment_boundary() {
+        let route = RouteMatcher::new(&Route {
+            methods: Some(vec![Method::GET]),
+            path_prefix: "/api".into(),
+            upstream: 0,
+        });
+        assert!(route.matches(&Method::GET, "/api"));
+        assert!(route.matches(&Method::GET, "/api/users"));
+        assert!(!route.matches(&Method::GET, "/apis"));
+        assert!(!route.matches(&Method::POST, "/api"));
+        let everything = RouteMatcher::new(&Route {
+            methods: None,
+            path_prefix: "/".into(),
+            upstream: 0,
+        });
+        assert!(everything.matches(&Method::DELETE, "/anything/at/all"));
+    }
 }
