@@ -25,6 +25,8 @@
 //! to reload from; [`Sidecar::run`] serves until the shutdown
 //! future resolves, then reports not-ready, stops accepting, drains in-flight requests
 //! within the grace period and returns.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
 pub mod cli;

@@ -4,6 +4,7 @@
 //! `--version`; 64 (EX_USAGE) for a usage error (an unknown flag, a missing value) or an
 //! invalid configuration, before anything is bound; 1 when serving fails (for example
 //! a port already in use).
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
