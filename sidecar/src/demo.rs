@@ -40,15 +40,13 @@ async fn echo(request: Request) -> Json<serde_json::Value> {
 pub fn app() -> Result<Router, tollgate::limiter::BuildError> {
     let spec = "3/10s"
         .parse()
-        .unwrap_or_else(|e| unreachable!("valid literal: {e}"));
+        .expect("a literal limit in the spec's syntax");
     let limiter = RateLimiter::builder()
         .policy(
             Policy::single(
                 "demo-per-ip",
                 spec,
-                Key::client_ip(["127.0.0.0/8"
-                    .parse()
-                    .unwrap_or_else(|e| unreachable!("{e}"))]),
+                Key::client_ip(["127.0.0.0/8".parse().expect("a literal CIDR")]),
             )
             .path_prefix("/demo/limited"),
         )
