@@ -4,14 +4,19 @@
 //! upstream and a single catch-all policy. With `--config FILE`, the file is the base
 //! and the flags given override its top-level fields (addresses, node, Redis, failure
 //! mode); `--limit` then adds a catch-all policy after the file's own.
+//!
+//! Only this module and `main` know the command line: [`Cli::config_source`] turns it
+//! into the [`ConfigSource`] everything else, reload included, works from.
 
 use std::path::PathBuf;
 
 use clap::Parser;
 
 use crate::config::{
-    ConfigError, FileConfig, LimitSection, PolicySection, RedisSection, UpstreamSection,
+    ConfigError, ConfigSource, FileConfig, LimitSection, PolicySection, RedisSection,
+    UpstreamSection,
 };
+use crate::demo::DemoUpstream;
 
 /// A reverse proxy that enforces Tollgate rate limits in front of upstream services.
 #[derive(Debug, Clone, Parser)]
@@ -74,11 +79,16 @@ impl Cli {
         self
     }
 
-    /// Where configuration errors are said to come from.
+    /// Where configuration errors are said to come from: the file, or `flags`.
     pub fn source(&self) -> String {
-        self.config
-            .as_ref()
-            .map_or_else(|| "flags".to_owned(), |p| p.display().to_string())
+        self.config_source().origin()
+    }
+
+    /// The one configuration value the rest of the sidecar sees: the file (if any) with
+    /// these flags applied over it, after every read — at start and on each reload.
+    pub fn config_source(&self) -> ConfigSource {
+        let flags = self.clone();
+        ConfigSource::new(self.config.clone()).with_overrides(move |file| flags.apply(file))
     }
 
     /// Reads the file (if any) and applies the flags on top.
@@ -87,20 +97,32 @@ impl Cli {
     ///
     /// An unreadable or unparsable file, or a flag that does not parse.
     pub fn file_config(&self) -> Result<FileConfig, ConfigError> {
-        let mut file = match &self.config {
-            Some(path) => {
-                let source = path.display().to_string();
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                    origin: source.clone(),
-                    field: "(file)".into(),
-                    reason: format!("cannot read: {e}"),
-                })?;
-                FileConfig::from_toml(&source, &text)?
-            }
-            None => FileConfig::default(),
-        };
-        self.apply(&mut file)?;
-        Ok(file)
+        self.config_source().file_config()
+    }
+
+    /// `--demo`: binds the demo upstream and points these flags at it (10 per minute
+    /// per client IP, this machine only) unless the user gave their own. Bound before
+    /// the configuration is validated, so the flags can name its address.
+    ///
+    /// # Errors
+    ///
+    /// When `--upstream` is also given (the demo is its own upstream: say which you
+    /// mean), or no loopback port can be bound.
+    pub fn prepare_demo(&mut self) -> anyhow::Result<DemoUpstream> {
+        if !self.upstream.is_empty() {
+            anyhow::bail!(
+                "--demo starts its own upstream and cannot be combined with --upstream \
+                 (or TOLLGATE_UPSTREAM): drop one of them"
+            );
+        }
+        let demo = DemoUpstream::bind()?;
+        self.upstream = vec![format!("http://{}", demo.local_addr()?)];
+        self.limit.get_or_insert_with(|| "10/m".into());
+        // A demo is for this machine only, unless asked otherwise.
+        self.listen.get_or_insert_with(|| "127.0.0.1:8000".into());
+        self.admin_listen
+            .get_or_insert_with(|| "127.0.0.1:9000".into());
+        Ok(demo)
     }
 
     fn apply(&self, file: &mut FileConfig) -> Result<(), ConfigError> {

@@ -40,15 +40,13 @@ async fn echo(request: Request) -> Json<serde_json::Value> {
 pub fn app() -> Result<Router, tollgate::limiter::BuildError> {
     let spec = "3/10s"
         .parse()
-        .unwrap_or_else(|e| unreachable!("valid literal: {e}"));
+        .expect("a literal limit in the spec's syntax");
     let limiter = RateLimiter::builder()
         .policy(
             Policy::single(
                 "demo-per-ip",
                 spec,
-                Key::client_ip(["127.0.0.0/8"
-                    .parse()
-                    .unwrap_or_else(|e| unreachable!("{e}"))]),
+                Key::client_ip(["127.0.0.0/8".parse().expect("a literal CIDR")]),
             )
             .path_prefix("/demo/limited"),
         )
@@ -73,36 +71,33 @@ pub async fn serve(listener: tokio::net::TcpListener) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `--demo`: a demo upstream on a free loopback port, and the flags that put the
-/// sidecar in front of it (10 per minute per client IP, this machine only) unless the
-/// user gave their own. Bound before the configuration is validated, so the flags can
-/// name its address; it starts serving with [`DemoUpstream::spawn`].
+/// The `--demo` upstream: bound on a free loopback port before the configuration is
+/// validated, so the flags can name its address
+/// ([`Cli::prepare_demo`](crate::cli::Cli::prepare_demo)); it starts serving with
+/// [`DemoUpstream::spawn`].
 pub struct DemoUpstream {
     listener: std::net::TcpListener,
 }
 
 impl DemoUpstream {
-    /// Binds the demo upstream and points `cli` at it.
+    /// Binds a free loopback port for the demo upstream.
     ///
     /// # Errors
     ///
-    /// When `--upstream` is also given (the demo is its own upstream: say which you
-    /// mean), or no loopback port can be bound.
-    pub fn prepare(cli: &mut crate::cli::Cli) -> anyhow::Result<Self> {
-        if !cli.upstream.is_empty() {
-            anyhow::bail!(
-                "--demo starts its own upstream and cannot be combined with --upstream \
-                 (or TOLLGATE_UPSTREAM): drop one of them"
-            );
-        }
-        let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
-        cli.upstream = vec![format!("http://{}", listener.local_addr()?)];
-        cli.limit.get_or_insert_with(|| "10/m".into());
-        // A demo is for this machine only, unless asked otherwise.
-        cli.listen.get_or_insert_with(|| "127.0.0.1:8000".into());
-        cli.admin_listen
-            .get_or_insert_with(|| "127.0.0.1:9000".into());
-        Ok(DemoUpstream { listener })
+    /// When no loopback port can be bound.
+    pub fn bind() -> std::io::Result<Self> {
+        Ok(DemoUpstream {
+            listener: std::net::TcpListener::bind("127.0.0.1:0")?,
+        })
+    }
+
+    /// The address it serves on.
+    ///
+    /// # Errors
+    ///
+    /// When the socket cannot report it.
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
     }
 
     /// Serves the demo upstream in the background (inside a Tokio runtime).

@@ -3,8 +3,10 @@
 //!
 //! # Layout
 //!
-//! - [`cli`]: flags and their environment twins.
-//! - [`config`]: the TOML model and its validation (every error names its field).
+//! - [`cli`]: flags and their environment twins, turned into a
+//!   [`ConfigSource`] (only `main` uses it).
+//! - [`config`]: the TOML model, its validation (every error names its field) and the
+//!   [`ConfigSource`] that produces it again on reload.
 //! - [`runtime`]: what a configuration builds — the `tollgate` layer over the
 //!   [`proxy`] — swapped atomically on [`reload`].
 //! - [`proxy`]: routing, round-robin upstreams, hop-by-hop headers, 502/504.
@@ -19,9 +21,12 @@
 //!
 //! [`Sidecar::bind`] validates nothing more (the configuration is already validated),
 //! sets up the metrics recorder ([`telemetry::Recorder`]), builds the runtime and binds
-//! both ports; [`Sidecar::run`] serves until the shutdown
+//! both ports; [`Sidecar::with_reload`] names the [`ConfigSource`]
+//! to reload from; [`Sidecar::run`] serves until the shutdown
 //! future resolves, then reports not-ready, stops accepting, drains in-flight requests
 //! within the grace period and returns.
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
 
 pub mod admin;
 pub mod cli;
@@ -42,8 +47,7 @@ use anyhow::Context;
 use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 
-use crate::cli::Cli;
-use crate::config::Config;
+use crate::config::{Config, ConfigSource};
 use crate::runtime::{Runtime, Shared, Stores};
 use crate::telemetry::{Exposition, Recorder};
 
@@ -55,12 +59,13 @@ pub struct Sidecar {
     stores: Arc<Stores>,
     metrics: Exposition,
     serving: Arc<AtomicBool>,
-    cli: Option<Cli>,
+    /// Where to reload from on SIGHUP or file change; `None`: never reload.
+    reload: Option<ConfigSource>,
 }
 
 impl Sidecar {
-    /// Builds the runtime for `config` and binds its two ports. With `cli`, the
-    /// configuration is reloaded from the same flags and file on SIGHUP or change.
+    /// Builds the runtime for `config` and binds its two ports. It is not reloaded
+    /// unless told where from, with [`with_reload`](Self::with_reload).
     ///
     /// Metrics go to a Prometheus recorder installed once per process
     /// ([`Recorder::InstallPrometheus`]); several sidecars in one process share it, their
@@ -72,8 +77,8 @@ impl Sidecar {
     /// When the runtime cannot be built or a port cannot be bound, and
     /// [`MetricsError::ForeignRecorder`](telemetry::MetricsError::ForeignRecorder) when
     /// the process already has another `metrics` recorder.
-    pub async fn bind(config: Config, cli: Option<Cli>) -> anyhow::Result<Self> {
-        Self::bind_with_recorder(config, cli, Recorder::default()).await
+    pub async fn bind(config: Config) -> anyhow::Result<Self> {
+        Self::bind_with_recorder(config, Recorder::default()).await
     }
 
     /// [`bind`](Self::bind), with metrics recorded as `recorder` says.
@@ -82,11 +87,7 @@ impl Sidecar {
     ///
     /// As [`bind`](Self::bind); the metrics error only with
     /// [`Recorder::InstallPrometheus`].
-    pub async fn bind_with_recorder(
-        config: Config,
-        cli: Option<Cli>,
-        recorder: Recorder,
-    ) -> anyhow::Result<Self> {
+    pub async fn bind_with_recorder(config: Config, recorder: Recorder) -> anyhow::Result<Self> {
         let metrics = telemetry::setup(recorder)?;
         let stores = Arc::new(Stores::default());
         let (listen, admin_listen) = (config.listen, config.admin_listen);
@@ -104,8 +105,18 @@ impl Sidecar {
             stores,
             metrics,
             serving: Arc::new(AtomicBool::new(true)),
-            cli,
+            reload: None,
         })
+    }
+
+    /// Reloads from `source` on SIGHUP and whenever its file changes, while running.
+    /// `source` should be what produced the configuration given to
+    /// [`bind`](Self::bind); a reload that would change the addresses or the node is
+    /// refused ([`reload::reload`]).
+    #[must_use]
+    pub fn with_reload(mut self, source: ConfigSource) -> Self {
+        self.reload = Some(source);
+        self
     }
 
     /// The proxy's bound address.
@@ -158,9 +169,13 @@ impl Sidecar {
             let _ = admin_stopped.await;
         });
         let admin = tokio::spawn(async move { admin.await });
-        let watcher = self
-            .cli
-            .map(|cli| tokio::spawn(reload::watch(cli, self.state.clone(), self.stores.clone())));
+        let watcher = self.reload.map(|source| {
+            tokio::spawn(reload::watch(
+                source,
+                self.state.clone(),
+                self.stores.clone(),
+            ))
+        });
 
         let serving = self.serving.clone();
         server::serve(self.proxy, self.state, async move {

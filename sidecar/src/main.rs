@@ -4,12 +4,12 @@
 //! `--version`; 64 (EX_USAGE) for a usage error (an unknown flag, a missing value) or an
 //! invalid configuration, before anything is bound; 1 when serving fails (for example
 //! a port already in use).
+#![forbid(unsafe_code)]
 
 use std::process::ExitCode;
 
 use clap::Parser;
 use tollgate_sidecar::cli::Cli;
-use tollgate_sidecar::demo::DemoUpstream;
 use tollgate_sidecar::runtime::{Runtime, Stores};
 use tollgate_sidecar::{shutdown_signal, telemetry, Sidecar};
 
@@ -30,7 +30,7 @@ fn main() -> ExitCode {
         }
     };
     let demo = if cli.demo {
-        match DemoUpstream::prepare(&mut cli) {
+        match cli.prepare_demo() {
             Ok(demo) => Some(demo),
             Err(e) => {
                 eprintln!("tollgate-sidecar: invalid configuration: {e}");
@@ -40,10 +40,9 @@ fn main() -> ExitCode {
     } else {
         None
     };
-    let config = match cli
-        .file_config()
-        .and_then(|file| file.validate(&cli.source()))
-    {
+    // Flags, environment and file become one value, once; reload works from it too.
+    let source = cli.config_source();
+    let config = match source.load() {
         Ok(config) => config,
         Err(e) => {
             eprintln!("tollgate-sidecar: invalid configuration: {e}");
@@ -68,7 +67,7 @@ fn main() -> ExitCode {
                 Err(e) => {
                     eprintln!(
                         "tollgate-sidecar: invalid configuration: {}: {e}",
-                        cli.source()
+                        source.origin()
                     );
                     ExitCode::from(EX_USAGE)
                 }
@@ -80,8 +79,8 @@ fn main() -> ExitCode {
                 return ExitCode::FAILURE;
             }
         }
-        let sidecar = match Sidecar::bind(config, Some(cli)).await {
-            Ok(s) => s,
+        let sidecar = match Sidecar::bind(config).await {
+            Ok(s) => s.with_reload(source),
             Err(e) => {
                 eprintln!("tollgate-sidecar: {e:#}");
                 return ExitCode::FAILURE;

@@ -6,51 +6,46 @@
 //! not modification times: two writes of equal size within one tick of the kernel's
 //! coarse file clock (a few milliseconds) carry the same mtime and size.
 //!
-//! A reload re-reads the file, applies the same flags as at start, validates, builds a
-//! new [`Runtime`] and swaps it in. If any step fails, the error is logged with its
-//! field, `tollgate_config_reloads_total{result="error"}` counts it, and the old
-//! configuration keeps serving untouched. Addresses and `node_id` cannot change without
-//! a restart: a reload that changes them is refused, naming the field. Everything else
-//! applies: `proxy.header_read_timeout_ms` to connections accepted after the reload,
+//! A reload asks the [`ConfigSource`] built at start for the configuration again — it
+//! re-reads the file and re-applies the same flags — then builds a new [`Runtime`] and
+//! swaps it in; reload never sees the command line, only that source. If any step
+//! fails, the error is logged with its field,
+//! `tollgate_config_reloads_total{result="error"}` counts it, and the old configuration
+//! keeps serving untouched. Addresses and `node_id` cannot change without a restart: a
+//! reload that changes them is refused, naming the field. Everything else applies:
+//! `proxy.header_read_timeout_ms` to connections accepted after the reload,
 //! `proxy.shutdown_grace_ms` to the next drain.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::Cli;
+use crate::config::ConfigSource;
 use crate::runtime::{Runtime, Shared, Stores};
 use crate::telemetry::{self, CONFIG_RELOADS};
 
-/// Reloads once. Returns whether the new configuration is now serving.
-pub fn reload(cli: &Cli, state: &Shared, stores: &Stores) -> bool {
+/// Reloads once from `source`. Returns whether the new configuration is now serving.
+pub fn reload(source: &ConfigSource, state: &Shared, stores: &Stores) -> bool {
     let node = telemetry::node_label(&state.load().config.node_id);
-    let result = cli
-        .file_config()
-        .and_then(|file| file.validate(&cli.source()))
-        .map_err(|e| e.to_string())
-        .and_then(|config| {
-            let old = state.load();
-            if config.listen != old.config.listen || config.admin_listen != old.config.admin_listen
-            {
-                return Err(
-                    "listen addresses cannot change on reload; restart to move them".into(),
-                );
-            }
-            if config.node_id != old.config.node_id {
-                // The `node` label is fixed when the metrics are registered.
-                return Err(format!(
-                    "node_id cannot change on reload ({:?} → {:?}); restart to rename the node",
-                    old.config.node_id, config.node_id
-                ));
-            }
-            Runtime::build(config, stores).map_err(|e| e.to_string())
-        });
+    let result = source.load().map_err(|e| e.to_string()).and_then(|config| {
+        let old = state.load();
+        if config.listen != old.config.listen || config.admin_listen != old.config.admin_listen {
+            return Err("listen addresses cannot change on reload; restart to move them".into());
+        }
+        if config.node_id != old.config.node_id {
+            // The `node` label is fixed when the metrics are registered.
+            return Err(format!(
+                "node_id cannot change on reload ({:?} → {:?}); restart to rename the node",
+                old.config.node_id, config.node_id
+            ));
+        }
+        Runtime::build(config, stores).map_err(|e| e.to_string())
+    });
     match result {
         Ok(runtime) => {
             state.store(Arc::new(runtime));
             metrics::counter!(CONFIG_RELOADS, "node" => node, "result" => "ok").increment(1);
-            tracing::info!(source = %cli.source(), "configuration reloaded");
+            tracing::info!(source = %source.origin(), "configuration reloaded");
             true
         }
         Err(e) => {
@@ -70,8 +65,8 @@ fn stamp(path: &Path) -> Option<u64> {
     ))
 }
 
-/// Reloads on SIGHUP and on file changes, forever.
-pub async fn watch(cli: Cli, state: Shared, stores: Arc<Stores>) {
+/// Reloads from `source` on SIGHUP and whenever its file changes, forever.
+pub async fn watch(source: ConfigSource, state: Shared, stores: Arc<Stores>) {
     #[cfg(unix)]
     let mut hangup = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()) {
         Ok(s) => Some(s),
@@ -80,8 +75,8 @@ pub async fn watch(cli: Cli, state: Shared, stores: Arc<Stores>) {
             None
         }
     };
-    let path = cli.config.clone();
-    let mut last = path.as_deref().and_then(stamp);
+    let path = source.path();
+    let mut last = path.and_then(stamp);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         #[cfg(unix)]
@@ -98,16 +93,16 @@ pub async fn watch(cli: Cli, state: Shared, stores: Arc<Stores>) {
         tokio::select! {
             () = hup => {
                 tracing::info!("SIGHUP: reloading");
-                reload(&cli, &state, &stores);
-                last = path.as_deref().and_then(stamp);
+                reload(&source, &state, &stores);
+                last = path.and_then(stamp);
             }
             _ = tick.tick() => {
-                let Some(path) = path.as_deref() else { continue };
+                let Some(path) = path else { continue };
                 let now = stamp(path);
                 if now.is_some() && now != last {
                     last = now;
                     tracing::info!(file = %path.display(), "config file changed: reloading");
-                    reload(&cli, &state, &stores);
+                    reload(&source, &state, &stores);
                 }
             }
         }

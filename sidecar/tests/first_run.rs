@@ -333,19 +333,21 @@ async fn reload_applies_every_field_or_refuses_it_by_name() {
         path.to_str().expect("utf-8"),
     ])
     .expect("parses");
-    let file = cli.file_config().expect("file");
+    // What main builds from the command line, and reloads from.
+    let source = cli.config_source();
+    let file = source.file_config().expect("file");
     let sidecar = start(file).await;
 
     std::fs::write(&path, text("b", 10_000, 10_000)).expect("write");
     assert!(
-        !tollgate_sidecar::reload::reload(&cli, &sidecar.state, &sidecar.stores),
+        !tollgate_sidecar::reload::reload(&source, &sidecar.state, &sidecar.stores),
         "a new node_id needs a restart"
     );
     assert_eq!(sidecar.state.load().config.node_id, "a");
 
     std::fs::write(&path, text("a", 1_234, 200)).expect("write");
     assert!(tollgate_sidecar::reload::reload(
-        &cli,
+        &source,
         &sidecar.state,
         &sidecar.stores
     ));

@@ -30,7 +30,7 @@ async fn an_application_recorder_is_a_choice_not_a_panic() {
         file.validate("test").expect("valid config")
     };
 
-    let Err(error) = Sidecar::bind(config("default"), None).await else {
+    let Err(error) = Sidecar::bind(config("default")).await else {
         panic!("the default must not replace the application's recorder");
     };
     assert!(
@@ -47,7 +47,7 @@ async fn an_application_recorder_is_a_choice_not_a_panic() {
 
     // Its Prometheus handle: /metrics renders the application's registry.
     let with_handle =
-        Sidecar::bind_with_recorder(config("with-handle"), None, Recorder::Prometheus(handle))
+        Sidecar::bind_with_recorder(config("with-handle"), Recorder::Prometheus(handle))
             .await
             .expect("bind with the application's handle");
     let (proxy, admin) = serve(with_handle).await;
@@ -69,7 +69,7 @@ async fn an_application_recorder_is_a_choice_not_a_panic() {
     );
 
     // Any recorder of the application's: /metrics says where metrics go.
-    let application = Sidecar::bind_with_recorder(config("app"), None, Recorder::Application)
+    let application = Sidecar::bind_with_recorder(config("app"), Recorder::Application)
         .await
         .expect("bind into the application's recorder");
     let (proxy, admin) = serve(application).await;

@@ -1,5 +1,6 @@
 //! `tollgate-demo-upstream`: the demo service the sidecar is put in front of.
 //! `LISTEN` sets the address (default `0.0.0.0:3000`).
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 

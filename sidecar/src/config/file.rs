@@ -2,6 +2,7 @@
 //! `validate.rs`, so a missing field and a wrong one are reported the same way.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -156,6 +157,21 @@ pub struct LimitSection {
 }
 
 impl FileConfig {
+    /// Reads and parses the file at `path`, which names it in errors.
+    ///
+    /// # Errors
+    ///
+    /// A [`super::ConfigError`] when the file cannot be read or parsed.
+    pub fn read(path: &Path) -> Result<Self, super::ConfigError> {
+        let source = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| super::ConfigError {
+            origin: source.clone(),
+            field: "(file)".into(),
+            reason: format!("cannot read: {e}"),
+        })?;
+        Self::from_toml(&source, &text)
+    }
+
     /// Parses TOML text; `source` names the file in errors.
     ///
     /// # Errors

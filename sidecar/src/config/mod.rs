@@ -4,11 +4,14 @@
 //! deserializes to, so both go through one validation, [`FileConfig::validate`], which
 //! either yields a [`Config`] ready to build from or a [`ConfigError`] naming the
 //! source, the field and the reason. Nothing is bound or connected before that passes.
+//! A [`ConfigSource`] is how to do all of that again: the file and the overrides that
+//! produced the configuration, re-applied on reload.
 //!
 //! The validated [`FileConfig`] is also what `GET /config` shows (Redis password
 //! redacted), so operators see exactly what is in force.
 
 mod file;
+mod source;
 mod validate;
 
 use std::net::SocketAddr;
@@ -23,6 +26,7 @@ pub use self::file::{
     FileConfig, LimitSection, LimiterSection, PolicySection, ProxySection, RedisSection,
     RouteSection, UpstreamSection,
 };
+pub use self::source::ConfigSource;
 
 /// A configuration that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -103,6 +107,9 @@ pub struct Upstream {
 }
 
 /// Which upstream serves which requests.
+///
+/// Plain validated data; the proxy builds its matcher once per configuration, not per
+/// request (see [`crate::proxy::Proxy::new`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Route {
     /// Methods matched (all when `None`).
@@ -111,14 +118,6 @@ pub struct Route {
     pub path_prefix: String,
     /// Index into [`Config::upstreams`].
     pub upstream: usize,
-}
-
-impl Route {
-    /// Whether the route serves this request.
-    pub fn matches(&self, method: &Method, path: &str) -> bool {
-        self.methods.as_ref().is_none_or(|m| m.contains(method))
-            && tollgate::policy::PathMatch::prefix(self.path_prefix.clone()).matches(path)
-    }
 }
 
 /// A validated configuration.

@@ -22,8 +22,8 @@
 //! download is still a request in flight.
 
 mod body;
+mod endpoint;
 pub mod headers;
-mod pool;
 mod throttle;
 mod upstream;
 
@@ -35,20 +35,21 @@ use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use http::{Request, Response, StatusCode, Version};
+use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tollgate::key::PeerAddr;
+use tollgate::policy::PathMatch;
 use tower::Service;
 
 use self::throttle::LogThrottle;
-use self::upstream::{Clients, Pool};
+use self::upstream::{Clients, Upstream};
 use crate::config::{Config, ProxyConfig, Route};
 use crate::telemetry::{self, UPSTREAM_ERRORS, UPSTREAM_RETRIES};
 
 pub use self::body::ProxyBody;
-pub use self::pool::PooledBody;
+pub use self::endpoint::PooledBody;
 
 /// Forwards requests to upstreams. Cheap to clone.
 #[derive(Clone)]
@@ -57,8 +58,8 @@ pub struct Proxy {
 }
 
 struct Inner {
-    routes: Vec<Route>,
-    pools: Vec<Pool>,
+    routes: Vec<RouteMatcher>,
+    upstreams: Vec<Upstream>,
     clients: Clients,
     config: ProxyConfig,
     in_flight: Arc<Semaphore>,
@@ -70,15 +71,16 @@ struct Inner {
 }
 
 impl Proxy {
-    /// A proxy for `config`'s routes and upstreams.
+    /// A proxy for `config`'s routes and upstreams. The routes' matchers are built
+    /// here, once per configuration, so that routing a request allocates nothing.
     pub fn new(config: &Config) -> Self {
         Proxy {
             inner: Arc::new(Inner {
-                routes: config.routes.clone(),
-                pools: config
+                routes: config.routes.iter().map(RouteMatcher::new).collect(),
+                upstreams: config
                     .upstreams
                     .iter()
-                    .map(|u| Pool::new(u, &config.proxy, &config.node_id))
+                    .map(|u| Upstream::new(u, &config.proxy, &config.node_id))
                     .collect(),
                 clients: Clients::new(&config.proxy),
                 config: config.proxy.clone(),
@@ -87,6 +89,31 @@ impl Proxy {
                 node: telemetry::node_label(&config.node_id),
             }),
         }
+    }
+}
+
+/// A [`Route`] ready to match requests.
+struct RouteMatcher {
+    /// Methods matched (all when `None`).
+    methods: Option<Vec<Method>>,
+    /// The path prefix, at a segment boundary: the same matching as policies' prefixes.
+    path: PathMatch,
+    /// Index into the proxy's upstreams.
+    upstream: usize,
+}
+
+impl RouteMatcher {
+    fn new(route: &Route) -> Self {
+        RouteMatcher {
+            methods: route.methods.clone(),
+            path: PathMatch::prefix(route.path_prefix.as_str()),
+            upstream: route.upstream,
+        }
+    }
+
+    /// Whether the route serves this request.
+    fn matches(&self, method: &Method, path: &str) -> bool {
+        self.methods.as_ref().is_none_or(|m| m.contains(method)) && self.path.matches(path)
     }
 }
 
@@ -135,9 +162,9 @@ impl Inner {
         else {
             return local_response(StatusCode::NOT_FOUND, "no route for this request");
         };
-        let pool = &self.pools[route.upstream];
+        let upstream = &self.upstreams[route.upstream];
         let (mut endpoint, mut connections) = {
-            let next = pool.next();
+            let next = upstream.next();
             (&next.0, &next.1)
         };
 
@@ -148,7 +175,7 @@ impl Inner {
         let host = headers::original_host(request.headers(), request.uri());
         let wants_trailers = headers::strip_hop_by_hop(request.headers_mut());
         headers::add_forwarded(request.headers_mut(), peer, host.as_deref());
-        if pool.h2c && wants_trailers {
+        if upstream.h2c && wants_trailers {
             headers::keep_trailers(request.headers_mut());
         }
         // Shares the request's bytes: no copy of the path.
@@ -159,7 +186,7 @@ impl Inner {
             .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"));
         // HTTP/1.1 connections take the origin form (`/path?query`); the h2c client
         // wants the absolute URI to derive `:scheme` and `:authority`.
-        let uri = if pool.h2c {
+        let uri = if upstream.h2c {
             match upstream::target(endpoint, path) {
                 Ok(uri) => uri,
                 Err(e) => {
@@ -186,7 +213,7 @@ impl Inner {
         }
 
         let started = Instant::now();
-        let sent = if pool.h2c {
+        let sent = if upstream.h2c {
             request.headers_mut().remove(http::header::HOST);
             *request.version_mut() = Version::HTTP_2;
             let client = self.clients.h2c();
@@ -203,9 +230,9 @@ impl Inner {
                 match connections.send(request).await {
                     // Not connected, so nothing was sent: once more, to the next endpoint.
                     Err((error, Some(mut unsent))) if error.is_connect() => {
-                        metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => pool.name.clone()).increment(1);
-                        tracing::debug!(upstream = %pool.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
-                        let next = pool.next();
+                        metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => upstream.name.clone()).increment(1);
+                        tracing::debug!(upstream = %upstream.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
+                        let next = upstream.next();
                         (endpoint, connections) = (&next.0, &next.1);
                         if let Some(authority) = endpoint.authority() {
                             if self.config.rewrite_host || !had_host {
@@ -222,7 +249,7 @@ impl Inner {
             .await
             .map(|r| r.map_err(|e| (e.is_connect(), error_chain(&e))))
         };
-        pool.latency.record(started.elapsed().as_secs_f64());
+        upstream.latency.record(started.elapsed().as_secs_f64());
         match sent {
             Ok(Ok(mut response)) => {
                 headers::strip_hop_by_hop(response.headers_mut());
@@ -230,16 +257,16 @@ impl Inner {
             }
             Ok(Err((connect, error))) => {
                 let kind = if connect { "connect" } else { "other" };
-                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => kind).increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => upstream.name.clone(), "kind" => kind).increment(1);
                 if let Some(suppressed) = self.log.permit() {
-                    tracing::warn!(upstream = %pool.name, %endpoint, %error, suppressed, "upstream failed");
+                    tracing::warn!(upstream = %upstream.name, %endpoint, %error, suppressed, "upstream failed");
                 }
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
             Err(_) => {
-                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => pool.name.clone(), "kind" => "timeout").increment(1);
+                metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => upstream.name.clone(), "kind" => "timeout").increment(1);
                 if let Some(suppressed) = self.log.permit() {
-                    tracing::warn!(upstream = %pool.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
+                    tracing::warn!(upstream = %upstream.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
                 }
                 local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
@@ -256,4 +283,28 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         source = s.source();
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_match_method_and_prefix_at_a_segment_boundary() {
+        let route = RouteMatcher::new(&Route {
+            methods: Some(vec![Method::GET]),
+            path_prefix: "/api".into(),
+            upstream: 0,
+        });
+        assert!(route.matches(&Method::GET, "/api"));
+        assert!(route.matches(&Method::GET, "/api/users"));
+        assert!(!route.matches(&Method::GET, "/apis"));
+        assert!(!route.matches(&Method::POST, "/api"));
+        let everything = RouteMatcher::new(&Route {
+            methods: None,
+            path_prefix: "/".into(),
+            upstream: 0,
+        });
+        assert!(everything.matches(&Method::DELETE, "/anything/at/all"));
+    }
 }

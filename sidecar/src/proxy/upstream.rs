@@ -1,4 +1,4 @@
-//! Upstream endpoints, round-robin, and the pooled clients that reach them.
+//! An upstream: its endpoints used round-robin, and the h2c client that reaches them.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -9,11 +9,12 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
-use super::pool::Endpoint;
-use crate::config::{ProxyConfig, Upstream};
+use super::endpoint::Endpoint;
+use crate::config::{self, ProxyConfig};
 use crate::telemetry::{self, UPSTREAM_DURATION};
 
-pub(super) struct Pool {
+/// One upstream: its endpoints, each with its own connection pool, used round-robin.
+pub(super) struct Upstream {
     pub(super) name: String,
     endpoints: Vec<(Uri, Arc<Endpoint>)>,
     next: AtomicUsize,
@@ -22,9 +23,9 @@ pub(super) struct Pool {
     pub(super) latency: metrics::Histogram,
 }
 
-impl Pool {
-    pub(super) fn new(upstream: &Upstream, config: &ProxyConfig, node_id: &str) -> Self {
-        Pool {
+impl Upstream {
+    pub(super) fn new(upstream: &config::Upstream, config: &ProxyConfig, node_id: &str) -> Self {
+        Upstream {
             name: upstream.name.clone(),
             endpoints: upstream
                 .endpoints

@@ -120,7 +120,7 @@ pub struct Running {
 pub async fn start(file: FileConfig) -> Running {
     let config = file.validate("test").expect("valid config");
     let node = config.node_id.clone();
-    let sidecar = Sidecar::bind(config, None).await.expect("bind");
+    let sidecar = Sidecar::bind(config).await.expect("bind");
     let proxy = sidecar.proxy_addr().expect("addr");
     let admin = sidecar.admin_addr().expect("addr");
     let state = sidecar.state();

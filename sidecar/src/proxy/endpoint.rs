@@ -32,7 +32,7 @@ use tokio::net::TcpStream;
 
 /// Why a request could not be sent upstream.
 #[derive(Debug, thiserror::Error)]
-pub enum SendError {
+pub(super) enum SendError {
     /// The TCP connection could not be made.
     #[error("connect to {authority}: {source}")]
     Connect {
@@ -51,7 +51,7 @@ pub enum SendError {
 
 impl SendError {
     /// Whether the upstream could not be reached at all.
-    pub fn is_connect(&self) -> bool {
+    pub(super) fn is_connect(&self) -> bool {
         matches!(
             self,
             SendError::Connect { .. } | SendError::ConnectTimeout(_)
@@ -65,7 +65,7 @@ struct Idle {
 }
 
 /// The idle connections of one endpoint.
-pub struct Endpoint {
+pub(super) struct Endpoint {
     authority: String,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
@@ -75,7 +75,7 @@ pub struct Endpoint {
 
 impl Endpoint {
     /// An endpoint reached at `uri`'s authority.
-    pub fn new(uri: &Uri, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
+    pub(super) fn new(uri: &Uri, connect_timeout: Duration, idle_timeout: Duration) -> Arc<Self> {
         let authority = uri.authority().map_or_else(String::new, |a| {
             if a.port().is_some() {
                 a.to_string()
@@ -159,7 +159,7 @@ impl Endpoint {
     ///
     /// The failure, with the request handed back when none of it was sent (the
     /// connection could not be made), so the caller may try another endpoint.
-    pub async fn send(
+    pub(super) async fn send(
         self: &Arc<Self>,
         mut request: Request<Incoming>,
     ) -> Result<Response<PooledBody>, (SendError, Option<Request<Incoming>>)> {
