@@ -101,9 +101,9 @@ where
                     responder,
                 } => {
                     let decision = ready!(decision.as_mut().poll(cx));
-                    let Some((mut service, request)) = call.take() else {
-                        unreachable!("ResponseFuture polled after the call was made");
-                    };
+                    let (mut service, request) = call
+                        .take()
+                        .expect("the state leaves Deciding when the call is taken");
                     let responder = responder.clone();
                     if decision.passes() {
                         let future = service.call(request);
@@ -132,7 +132,7 @@ where
                 StateProj::Refused { response } => {
                     let response = response
                         .take()
-                        .unwrap_or_else(|| unreachable!("ResponseFuture polled after completion"));
+                        .expect("a future is not polled after it completed");
                     return Poll::Ready(Ok(response.map(ResponseBody::full)));
                 }
             }

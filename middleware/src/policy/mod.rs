@@ -36,6 +36,27 @@ pub enum MissingKey {
     Fallback(String),
 }
 
+/// A [`MissingKey`] spelled other than `reject`, `allow` or `fallback:KEY`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected reject, allow or fallback:KEY")]
+pub struct UnknownMissingKey(pub String);
+
+impl std::str::FromStr for MissingKey {
+    type Err = UnknownMissingKey;
+
+    /// `reject`, `allow` or `fallback:KEY` (a non-empty key).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "reject" => Ok(MissingKey::Reject),
+            "allow" => Ok(MissingKey::Allow),
+            other => match other.strip_prefix("fallback:") {
+                Some(key) if !key.is_empty() => Ok(MissingKey::Fallback(key.to_owned())),
+                _ => Err(UnknownMissingKey(other.to_owned())),
+            },
+        }
+    }
+}
+
 /// One named limit inside a policy: a rate and the key it is counted per.
 #[derive(Debug, Clone)]
 pub struct Limit {

@@ -418,19 +418,12 @@ impl FileConfig {
             }
             (None, None) => {}
         }
-        policy = policy.missing_key(match section.missing_key.as_deref().unwrap_or("reject") {
-            "reject" => MissingKey::Reject,
-            "allow" => MissingKey::Allow,
-            other => match other.strip_prefix("fallback:") {
-                Some(key) if !key.is_empty() => MissingKey::Fallback(key.to_owned()),
-                _ => {
-                    return Err(c.err(
-                        format!("{field}.missing_key"),
-                        format!("{other:?}: expected reject, allow or fallback:KEY"),
-                    ));
-                }
-            },
-        });
+        if let Some(text) = &section.missing_key {
+            let choice: MissingKey = text
+                .parse()
+                .map_err(|e| c.err(format!("{field}.missing_key"), e))?;
+            policy = policy.missing_key(choice);
+        }
         policy = match (&section.cost_header, section.cost) {
             (Some(_), Some(_)) => {
                 return Err(c.err(
