@@ -55,6 +55,9 @@ pub struct Cli {
     /// This node's name (label `node` on every metric); also read from NODE_ID when neither this flag nor TOLLGATE_NODE_ID is set [default: sidecar]
     #[arg(long, env = "TOLLGATE_NODE_ID")]
     pub node_id: Option<String>,
+    /// File holding the bearer token that POST /check and GET /config require (re-read on reload); /health, /ready and /metrics stay open
+    #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
+    pub admin_token_file: Option<PathBuf>,
     /// TOML configuration file (reloaded on SIGHUP and when it changes)
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -148,6 +151,12 @@ impl Cli {
         }
         if let Some(v) = &self.admin_listen {
             file.admin_listen = Some(v.clone());
+        }
+        if let Some(path) = &self.admin_token_file {
+            let path = path.display().to_string();
+            crate::config::Secret::read(&path)
+                .map_err(|reason| flag_err("--admin-token-file", reason))?;
+            file.admin_token_file = Some(path);
         }
         if let Some(v) = &self.node_id {
             if v.is_empty() || v.len() > 128 {

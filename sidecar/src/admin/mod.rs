@@ -5,17 +5,23 @@
 //! | `GET /health` | `200 ok` while the process runs (liveness) |
 //! | `GET /ready` | `200` when serving: not shutting down, and the store answers a ping or the failure mode allows serving without it (`open`, `local`); else `503` |
 //! | `GET /metrics` | Prometheus text: every series of the process (the limiter's and the proxy's), each labelled `node`; `404` with a message when metrics go to the application's own recorder |
-//! | `GET /config` | the effective configuration as JSON, Redis password redacted |
+//! | `GET /config` | the effective configuration as JSON, secrets redacted |
 //! | `POST /check` | the decision API (see [`check`]) |
+//!
+//! With `admin_token_file` set, `GET /config` and `POST /check` require
+//! `Authorization: Bearer <token>` (compared in constant time; `401` problem+json
+//! otherwise); `/health`, `/ready` and `/metrics` stay open for probes and Prometheus.
+//! The token is read from the configuration in force, so a reload rotates it.
 
 pub mod check;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
-use axum::response::IntoResponse;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -41,9 +47,46 @@ pub fn router(state: AdminState) -> Router {
         .route("/health", get(|| async { "ok\n" }))
         .route("/ready", get(ready))
         .route("/metrics", get(render_metrics))
-        .route("/config", get(config))
-        .route("/check", post(check::check))
+        .merge(
+            Router::new()
+                .route("/config", get(config))
+                .route("/check", post(check::check))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    require_token,
+                )),
+        )
         .with_state(state)
+}
+
+/// Lets a request through when no token is configured or it carries the token.
+async fn require_token(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let runtime = state.runtime.load_full();
+    let Some(token) = &runtime.config.admin_token else {
+        return next.run(request).await;
+    };
+    let presented = request
+        .headers()
+        .get(axum::http::header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "));
+    if presented.is_some_and(|p| token.matches(p)) {
+        return next.run(request).await;
+    }
+    let body = json!({
+        "type": "about:blank",
+        "title": "Unauthorized",
+        "status": 401,
+        "detail": "this endpoint requires Authorization: Bearer <token> (the sidecar's admin_token_file)",
+    });
+    (
+        StatusCode::UNAUTHORIZED,
+        [
+            (axum::http::header::CONTENT_TYPE, "application/problem+json"),
+            (axum::http::header::WWW_AUTHENTICATE, "Bearer"),
+        ],
+        body.to_string(),
+    )
+        .into_response()
 }
 
 async fn ready(State(state): State<AdminState>) -> impl IntoResponse {

@@ -14,6 +14,7 @@ mod file;
 mod source;
 mod validate;
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -27,6 +28,48 @@ pub use self::file::{
     RouteSection, UpstreamSection,
 };
 pub use self::source::ConfigSource;
+
+/// A secret read from a file (a token, a password): compared and used, never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(std::sync::Arc<str>);
+
+impl Secret {
+    /// Reads a secret from `path`, as Docker and Kubernetes mount them: the whole file,
+    /// one trailing newline (`\n` or `\r\n`) removed.
+    ///
+    /// # Errors
+    ///
+    /// A reason naming the file when it cannot be read, is not UTF-8, or is empty.
+    pub fn read(path: &str) -> Result<Self, String> {
+        let text =
+            std::fs::read_to_string(path).map_err(|e| format!("cannot read {path:?}: {e}"))?;
+        let text = text
+            .strip_suffix("\r\n")
+            .or_else(|| text.strip_suffix('\n'))
+            .unwrap_or(&text);
+        if text.is_empty() {
+            return Err(format!("{path:?} is empty"));
+        }
+        Ok(Secret(text.into()))
+    }
+
+    /// The secret itself.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// Whether `candidate` is this secret, in time independent of where they differ.
+    pub fn matches(&self, candidate: &[u8]) -> bool {
+        use subtle::ConstantTimeEq;
+        self.0.as_bytes().ct_eq(candidate).into()
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
 
 /// A configuration that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -143,4 +186,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     /// What produced it, for `GET /config` (secrets redacted).
     pub effective: FileConfig,
+    /// The bearer token `POST /check` and `GET /config` require, read from
+    /// `admin_token_file`; `None`: open.
+    pub admin_token: Option<Secret>,
 }

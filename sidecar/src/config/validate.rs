@@ -92,6 +92,12 @@ impl FileConfig {
         if listen == admin_listen && listen.port() != 0 {
             return Err(c.err("admin_listen", "must differ from listen"));
         }
+        let admin_token = self
+            .admin_token_file
+            .as_deref()
+            .map(super::Secret::read)
+            .transpose()
+            .map_err(|reason| c.err("admin_token_file", reason))?;
         let node_id = self.node_id.clone().unwrap_or_else(|| "sidecar".into());
         if node_id.is_empty() || node_id.len() > 128 {
             return Err(c.err("node_id", "must be 1 to 128 characters"));
@@ -201,6 +207,7 @@ impl FileConfig {
             proxy,
             upstreams,
             routes,
+            admin_token,
         })
     }
 
