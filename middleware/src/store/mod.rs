@@ -12,12 +12,14 @@
 //! - [`RedisStore`]: one Lua script per decision against a shared Redis, clocked by the
 //!   Redis server, exact across every node that shares it.
 
+mod error;
 mod memory;
 mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use self::error::{StoreError, StoreErrorKind};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
 pub use self::redis::{RedisStore, RedisStoreBuilder};
 use crate::algorithm::{LimitSpec, Verdict};
@@ -43,42 +45,6 @@ impl Check {
 
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
-
-/// Why a store could not decide.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Redis answered with an error or the connection failed.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    /// The store did not answer within the decision timeout.
-    #[error("store did not answer within {0:?}")]
-    Timeout(std::time::Duration),
-    /// The store answered something this crate does not understand.
-    #[error("unexpected reply from store: {0}")]
-    Protocol(String),
-    /// The circuit breaker is open: the store is not being asked during an outage.
-    #[error("circuit breaker open: store not consulted")]
-    CircuitOpen,
-    /// A configuration value was refused.
-    #[error("invalid store configuration: {0}")]
-    Config(String),
-}
-
-impl StoreError {
-    /// A short, stable label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Redis(e) if e.is_timeout() => "timeout",
-            StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
-            StoreError::Redis(_) => "redis",
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Protocol(_) => "protocol",
-            StoreError::CircuitOpen => "circuit_open",
-            StoreError::Config(_) => "config",
-        }
-    }
-}
 
 /// A place where rate-limit state lives.
 ///
