@@ -29,8 +29,9 @@
 //! Each module is one idea; dependencies point down this list only.
 //!
 //! - [`algorithm`]: GCRA, sliding window and fixed window as pure integer functions.
-//! - [`store`]: where state lives — [`store::MemoryStore`] and [`store::RedisStore`]
-//!   (one atomic Lua script per decision, clocked by the Redis server).
+//! - [`store`]: where state lives — [`store::MemoryStore`] and, with the `redis`
+//!   feature (on by default), `store::RedisStore` (one atomic Lua script per decision,
+//!   clocked by the Redis server). Anyone can write a store: see [`store`].
 //! - [`key`]: which bucket a request counts against (headers, peer IP, client IP behind
 //!   trusted proxies, method, path, constants, tuples, closures).
 //! - [`policy`]: which limits apply to a request, its cost, missing-key behaviour.
@@ -42,6 +43,12 @@
 //!
 //! The design — algorithms, the Lua script, the clock, failure modes and what can be
 //! over-admitted when — is in `docs/design.md`; metrics in `docs/metrics.md`.
+//!
+//! # Features
+//!
+//! - `redis` (default): `store::RedisStore`. Without it redis-rs is not compiled.
+//! - `axum`, `tonic`: recognise their connection info as the peer address.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
