@@ -40,6 +40,7 @@
 //! - [`response`]: the HTTP/gRPC mapping of decisions (statuses, headers, bodies).
 //! - [`layer`]: the tower `Layer`, `Service`, `ResponseFuture` and body.
 //! - [`clock`]: wall-clock sources, including a manual one for tests.
+//! - `testing` (feature `testing`): the conformance suite a new store proves itself with.
 //!
 //! The design — algorithms, the Lua script, the clock, failure modes and what can be
 //! over-admitted when — is in `docs/design.md`; metrics in `docs/metrics.md`.
@@ -48,6 +49,7 @@
 //!
 //! - `redis` (default): `store::RedisStore`. Without it redis-rs is not compiled.
 //! - `axum`, `tonic`: recognise their connection info as the peer address.
+//! - `testing`: `tollgate::testing`, the store conformance suite.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -60,6 +62,9 @@ pub mod limiter;
 pub mod policy;
 pub mod response;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use algorithm::{Algorithm, LimitSpec, SpecError};
 pub use clock::{Clock, ManualClock, SystemClock};
