@@ -68,7 +68,7 @@ fn storage_key(policy: &str, key: &str, limit: &str) -> String {
     out
 }
 
-/// The result of [`RateLimiter::prepare`].
+/// The result of [`RateLimiter::prepare`](super::RateLimiter::prepare).
 #[derive(Debug)]
 pub enum Prepared {
     /// Answered without the store (no policy, no key, bad cost).
