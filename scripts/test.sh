@@ -30,6 +30,18 @@ cargo fmt --all -- --check
 echo "==> cargo clippy (all targets, all features, -D warnings)"
 cargo clippy --workspace --all-targets --all-features -- -D warnings
 
+# ---- the library without the workspace's feature unification ---------------------------------
+# Inside the workspace the sidecar turns `redis` and `axum` on, so the crate alone and each
+# feature alone are never compiled by the stages above: a memory-only user must not need
+# redis-rs, and a cfg slip must not hide behind another member's features.
+echo "==> tollgate alone: no default features, then each feature by itself"
+cargo check -p tollgate --no-default-features
+for feature in redis axum tonic testing; do
+  cargo check -p tollgate --no-default-features --features "$feature"
+done
+cargo clippy -p tollgate --no-default-features -- -D warnings
+# ---- end of the feature stage -----------------------------------------------------------------
+
 echo "==> cargo doc (warnings are errors)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --all-features
 

@@ -35,8 +35,9 @@
 //!
 //! - [`clock`]: wall-clock sources, including a manual one for tests.
 //! - [`algorithm`]: GCRA, sliding window and fixed window as pure integer functions.
-//! - [`store`]: where state lives — [`store::MemoryStore`] and [`store::RedisStore`]
-//!   (one atomic Lua script per decision, clocked by the Redis server).
+//! - [`store`]: where state lives — [`store::MemoryStore`] and, with the `redis`
+//!   feature (on by default), `store::RedisStore` (one atomic Lua script per decision,
+//!   clocked by the Redis server). Anyone can write a store: see [`store`].
 //! - [`key`]: which bucket a request counts against (headers, peer IP, client IP behind
 //!   trusted proxies, method, path, constants, tuples, closures).
 //! - [`policy`]: which limits apply to a request, its cost, missing-key behaviour.
@@ -44,9 +45,17 @@
 //!   modes, metrics.
 //! - [`response`]: the HTTP/gRPC mapping of decisions (statuses, headers, bodies).
 //! - [`layer`]: the tower `Layer`, `Service`, `ResponseFuture` and body.
+//! - `testing` (feature `testing`): the conformance suite a new store proves itself with.
 //!
 //! The design — algorithms, the Lua script, the clock, failure modes and what can be
 //! over-admitted when — is in `docs/design.md`; metrics in `docs/metrics.md`.
+//!
+//! # Features
+//!
+//! - `redis` (default): `store::RedisStore`. Without it redis-rs is not compiled.
+//! - `axum`, `tonic`: recognise their connection info as the peer address.
+//! - `testing`: `tollgate::testing`, the store conformance suite.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -58,6 +67,9 @@ pub mod limiter;
 pub mod policy;
 pub mod response;
 pub mod store;
+#[cfg(feature = "testing")]
+#[cfg_attr(docsrs, doc(cfg(feature = "testing")))]
+pub mod testing;
 
 pub use algorithm::{Algorithm, LimitSpec, SpecError};
 pub use clock::{Clock, ManualClock, SystemClock};

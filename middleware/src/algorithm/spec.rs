@@ -33,6 +33,7 @@ impl Algorithm {
     }
 
     /// The small integer the Lua script switches on.
+    #[cfg(feature = "redis")]
     pub(crate) fn code(self) -> u8 {
         match self {
             Algorithm::Gcra => 0,

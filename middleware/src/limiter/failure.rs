@@ -1,6 +1,50 @@
-//! What to do when the store cannot answer.
+//! What to do when the store cannot answer, and why it did not.
 
 use std::str::FromStr;
+use std::time::Duration;
+
+use crate::store::StoreError;
+
+/// Why the limiter got no answer from its store: the store failed, or the limiter
+/// itself stopped waiting or did not ask.
+///
+/// The deadline and the circuit breaker belong to the limiter, not to any store, so
+/// they are reported here rather than as a [`StoreError`]. Returned by
+/// [`RateLimiter::ping`](super::RateLimiter::ping); a decision that meets one is
+/// answered by the [`FailureMode`] and counted in `ratelimiter_store_errors_total`
+/// under [`kind`](Self::kind).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Unavailable {
+    /// The store answered with an error.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The store did not answer within the limiter's deadline.
+    #[error("store did not answer within {0:?}")]
+    Timeout(Duration),
+    /// The circuit breaker is open: the store is not being asked during an outage.
+    #[error("circuit breaker open: store not consulted")]
+    CircuitOpen,
+}
+
+impl Unavailable {
+    /// The `kind` metric label: the store error's kind, `timeout` or `circuit_open`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Unavailable::Store(e) => e.kind().as_str(),
+            Unavailable::Timeout(_) => "timeout",
+            Unavailable::CircuitOpen => "circuit_open",
+        }
+    }
+
+    /// The store's error, when the store answered with one.
+    pub fn store_error(&self) -> Option<&StoreError> {
+        match self {
+            Unavailable::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 /// The answer given while the store is failing (timeouts, connection loss, open breaker).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -39,7 +39,7 @@ pub use self::breaker::{BreakerConfig, CircuitState};
 pub use self::builder::{BuildError, RateLimiterBuilder};
 pub use self::decision::{Decision, DecisionKind, LimitStatus};
 use self::deny_cache::DenyCache;
-pub use self::failure::{FailureMode, UnknownFailureMode};
+pub use self::failure::{FailureMode, Unavailable, UnknownFailureMode};
 pub use self::metrics::describe_metrics;
 use self::metrics::LimiterMetrics;
 pub use self::pending::{Pending, Prepared};
@@ -47,7 +47,7 @@ use self::throttle::LogThrottle;
 use crate::clock::Clock;
 use crate::key::KeyExtractor;
 use crate::policy::{check_name, Limit, MissingKey, Policy, PolicyError, PolicyProblem};
-use crate::store::{MemoryStore, Store, StoreError};
+use crate::store::{MemoryStore, Store};
 
 /// Decides whether requests may pass. Cheap to clone; clones share everything.
 ///
@@ -126,13 +126,14 @@ impl RateLimiter {
     ///
     /// # Errors
     ///
-    /// The store's error, or [`StoreError::Timeout`].
-    pub async fn ping(&self) -> Result<(), StoreError> {
+    /// [`Unavailable::Store`] with the store's error, or [`Unavailable::Timeout`].
+    pub async fn ping(&self) -> Result<(), Unavailable> {
         // A probe, not a decision: it may take a little longer than one.
         let wait = self.inner.timeout.max(Duration::from_millis(250));
         tokio::time::timeout(wait, self.inner.store.ping())
             .await
-            .map_err(|_| StoreError::Timeout(wait))?
+            .map_err(|_| Unavailable::Timeout(wait))?
+            .map_err(Unavailable::Store)
     }
 
     /// Decides one limit outside any policy, for decision APIs such as the sidecar's

@@ -3,9 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use super::{Decision, DecisionKind, FailureMode, LimitStatus, Pending, RateLimiter};
+use super::{Decision, DecisionKind, FailureMode, LimitStatus, Pending, RateLimiter, Unavailable};
 use crate::algorithm::Verdict;
-use crate::store::StoreError;
 
 impl RateLimiter {
     /// Answers without waiting when possible (local store, or a cached refusal);
@@ -20,7 +19,7 @@ impl RateLimiter {
         }
         match self.inner.store.check_now(&pending.checks, pending.cost) {
             Some(Ok(verdicts)) => Ok(self.record(self.finish(&pending, verdicts, false))),
-            Some(Err(e)) => Ok(self.record(self.on_failure(&pending, &e))),
+            Some(Err(e)) => Ok(self.record(self.on_failure(&pending, &Unavailable::Store(e)))),
             None => Err(pending),
         }
     }
@@ -39,7 +38,7 @@ impl RateLimiter {
     pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
-            return self.record(self.on_failure(&pending, &StoreError::CircuitOpen));
+            return self.record(self.on_failure(&pending, &Unavailable::CircuitOpen));
         }
         let started = Instant::now();
         let result = tokio::time::timeout(
@@ -47,7 +46,8 @@ impl RateLimiter {
             inner.store.check(&pending.checks, pending.cost),
         )
         .await
-        .unwrap_or(Err(StoreError::Timeout(inner.timeout)));
+        .map_err(|_| Unavailable::Timeout(inner.timeout))
+        .and_then(|answer| answer.map_err(Unavailable::Store));
         inner
             .metrics
             .store_latency(inner.store_kind, started.elapsed());
@@ -125,10 +125,10 @@ impl RateLimiter {
         }
     }
 
-    fn on_failure(&self, pending: &Pending, error: &StoreError) -> Decision {
+    fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
         let inner = &self.inner;
         inner.metrics.store_error(inner.store_kind, error.kind());
-        if !matches!(error, StoreError::CircuitOpen) {
+        if !matches!(error, Unavailable::CircuitOpen) {
             if let Some(suppressed) = inner.log.permit() {
                 tracing::warn!(store = inner.store_kind, %error, mode = ?inner.failure_mode, suppressed, "rate-limit store failed");
             }

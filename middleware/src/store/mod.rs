@@ -9,16 +9,130 @@
 //! happen in [`crate::policy`] and [`crate::key`] before a store is asked.
 //!
 //! - [`MemoryStore`]: sharded in-process maps; the embedded default, exact for one node.
-//! - [`RedisStore`]: one Lua script per decision against a shared Redis, clocked by the
+#![cfg_attr(
+    feature = "redis",
+    doc = "- [`RedisStore`]: one Lua script per decision against a shared Redis, clocked by the"
+)]
+#![cfg_attr(
+    not(feature = "redis"),
+    doc = "- `RedisStore` (feature `redis`): one Lua script per decision against a shared Redis, clocked by the"
+)]
 //!   Redis server, exact across every node that shares it.
+//!
+//! # Writing a store
+//!
+//! A store is one trait, [`Store`], and anyone can implement it: the limiter only ever
+//! talks to `Arc<dyn Store>`. What it must guarantee:
+//!
+//! - **All or nothing, atomically.** One call decides every check of the batch against
+//!   the same instant and the same state, and either commits all of them (every check
+//!   admits) or none. No other call may observe or write a key of the batch in between:
+//!   two nodes must never both spend the last unit. (The memory store locks the shards
+//!   involved; the Redis store runs one Lua script.)
+//! - **The same arithmetic.** Decide with [`crate::algorithm::decide`] (or a faithful
+//!   transcription of it, as `decide.lua` is), storing the [`State`](crate::algorithm::State)
+//!   it returns for at least its time to live.
+//! - **A refusal reports the other limits as they are.** When one check refuses, a check
+//!   that would have admitted reports its state unconsumed (decide it again with cost 0),
+//!   so `remaining` and the reset time do not pretend the request was counted.
+//! - **Failures are [`StoreError`]s**, never panics: give each a [`StoreErrorKind`] (it is
+//!   the `kind` label of `ratelimiter_store_errors_total`) and say whether retrying later
+//!   may succeed. Timeouts around the call and the circuit breaker are the limiter's
+//!   business, not the store's.
+//!
+//! A store proves itself with one call to `tollgate::testing::conformance` (feature
+//! `testing`), which replays scripted and random scenarios against it and against
+//! [`MemoryStore`] and fails on the first verdict that differs.
+//!
+//! A complete store, a mutex around a map (exact but slower than [`MemoryStore`], which
+//! shards):
+//!
+//! ```
+//! use std::collections::HashMap;
+//! use std::sync::Mutex;
+//!
+//! use tollgate::algorithm::{self, State, Verdict};
+//! use tollgate::clock::Clock;
+//! use tollgate::store::{Check, Store, StoreError, StoreErrorKind, StoreFuture};
+//!
+//! /// State and the instant (µs) it expires, per key.
+//! struct MapStore<C> {
+//!     clock: C,
+//!     map: Mutex<HashMap<String, (State, i64)>>,
+//! }
+//!
+//! impl<C: Clock> MapStore<C> {
+//!     fn decide(&self, checks: &[Check], cost: u64) -> Result<Vec<Verdict>, StoreError> {
+//!         // One lock for the whole batch: the atomicity the trait asks for.
+//!         let mut map = self
+//!             .map
+//!             .lock()
+//!             .map_err(|_| StoreError::new(StoreErrorKind::Other, "a writer panicked"))?;
+//!         let now = self.clock.now_us();
+//!         let state = |map: &HashMap<String, (State, i64)>, key: &str| {
+//!             map.get(key).filter(|(_, expires)| *expires > now).map(|(s, _)| *s)
+//!         };
+//!         let outcomes: Vec<_> = checks
+//!             .iter()
+//!             .map(|c| algorithm::decide(&c.spec, now, state(&map, &c.key), cost))
+//!             .collect();
+//!         if outcomes.iter().all(|o| o.verdict.allowed) {
+//!             for (check, outcome) in checks.iter().zip(&outcomes) {
+//!                 if let Some((next, ttl_us)) = outcome.next {
+//!                     map.insert(check.key.clone(), (next, now.saturating_add(ttl_us)));
+//!                 }
+//!             }
+//!             return Ok(outcomes.into_iter().map(|o| o.verdict).collect());
+//!         }
+//!         // Refused: nothing is written, and the limits that would have admitted say
+//!         // so without counting this request (cost 0).
+//!         Ok(checks
+//!             .iter()
+//!             .zip(outcomes)
+//!             .map(|(c, o)| match o.verdict.allowed {
+//!                 true => algorithm::decide(&c.spec, now, state(&map, &c.key), 0).verdict,
+//!                 false => o.verdict,
+//!             })
+//!             .collect())
+//!     }
+//! }
+//!
+//! impl<C: Clock> Store for MapStore<C> {
+//!     fn kind(&self) -> &'static str {
+//!         "map"
+//!     }
+//!
+//!     fn check<'a>(&'a self, checks: &'a [Check], cost: u64) -> StoreFuture<'a, Vec<Verdict>> {
+//!         Box::pin(std::future::ready(self.decide(checks, cost)))
+//!     }
+//!
+//!     fn ping(&self) -> StoreFuture<'_, ()> {
+//!         Box::pin(std::future::ready(Ok(())))
+//!     }
+//! }
+//!
+//! let store = MapStore { clock: tollgate::ManualClock::new(0), map: Mutex::default() };
+//! let checks = [Check::new("user-1", "1/s".parse()?)];
+//! assert!(store.decide(&checks, 1)?[0].allowed);
+//! assert!(!store.decide(&checks, 1)?[0].allowed);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
+//! (A store that can answer without waiting, as this one can, may also override
+//! [`Store::check_now`] so the limiter skips allocating a future.)
 
+mod error;
 mod memory;
+#[cfg(feature = "redis")]
 mod redis;
 
 use std::future::Future;
 use std::pin::Pin;
 
+pub use self::error::{StoreError, StoreErrorKind};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisStore, RedisStoreBuilder};
 use crate::algorithm::{LimitSpec, Verdict};
 
@@ -44,46 +158,11 @@ impl Check {
 /// The future a [`Store`] returns.
 pub type StoreFuture<'a, T> = Pin<Box<dyn Future<Output = Result<T, StoreError>> + Send + 'a>>;
 
-/// Why a store could not decide.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// Redis answered with an error or the connection failed.
-    #[error("redis: {0}")]
-    Redis(#[from] ::redis::RedisError),
-    /// The store did not answer within the decision timeout.
-    #[error("store did not answer within {0:?}")]
-    Timeout(std::time::Duration),
-    /// The store answered something this crate does not understand.
-    #[error("unexpected reply from store: {0}")]
-    Protocol(String),
-    /// The circuit breaker is open: the store is not being asked during an outage.
-    #[error("circuit breaker open: store not consulted")]
-    CircuitOpen,
-    /// A configuration value was refused.
-    #[error("invalid store configuration: {0}")]
-    Config(String),
-}
-
-impl StoreError {
-    /// A short, stable label for metrics.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            StoreError::Redis(e) if e.is_timeout() => "timeout",
-            StoreError::Redis(e) if e.is_io_error() || e.is_connection_dropped() => "connection",
-            StoreError::Redis(_) => "redis",
-            StoreError::Timeout(_) => "timeout",
-            StoreError::Protocol(_) => "protocol",
-            StoreError::CircuitOpen => "circuit_open",
-            StoreError::Config(_) => "config",
-        }
-    }
-}
-
 /// A place where rate-limit state lives.
 ///
 /// Implementations must make each call to [`Store::check`] atomic: all checks admit
-/// and consume, or none consumes.
+/// and consume, or none consumes. The [module docs](self) spell out the whole contract
+/// and show a complete store.
 pub trait Store: Send + Sync + 'static {
     /// A short name for metrics and logs (`"memory"`, `"redis"`).
     fn kind(&self) -> &'static str;
@@ -104,6 +183,7 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
-    /// Whether the store is reachable now (used by readiness probes).
+    /// Whether the store is reachable now (used by readiness probes). The limiter
+    /// bounds the wait itself.
     fn ping(&self) -> StoreFuture<'_, ()>;
 }

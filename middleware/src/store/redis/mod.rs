@@ -38,9 +38,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::Script;
+use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
-use super::{Check, Store, StoreError, StoreFuture};
+use super::{Check, Store, StoreError, StoreErrorKind, StoreFuture};
 use crate::algorithm::Verdict;
 use crate::clock::Clock;
 
@@ -144,15 +144,14 @@ impl RedisStoreBuilder {
     ///
     /// # Errors
     ///
-    /// [`StoreError::Redis`] when the URL is invalid; [`StoreError::Config`] for a
-    /// zero timeout.
+    /// A [`StoreErrorKind::Config`] error when the URL is invalid or a timeout is zero.
     pub fn build(self) -> Result<RedisStore, StoreError> {
         if self.response_timeout.is_zero() || self.connect_timeout.is_zero() {
-            return Err(StoreError::Config(
-                "redis timeouts must be greater than zero".into(),
+            return Err(StoreError::config(
+                "redis timeouts must be greater than zero",
             ));
         }
-        let client = redis::Client::open(self.url.as_str())?;
+        let client = redis::Client::open(self.url.as_str()).map_err(store_error)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
             .set_connection_timeout(Some(self.connect_timeout))
@@ -161,7 +160,7 @@ impl RedisStoreBuilder {
             .set_number_of_retries(1)
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(self.max_reconnect_delay);
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
+        let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(store_error)?;
         Ok(RedisStore {
             conn,
             script: Arc::new(Script::new(include_str!("decide.lua"))),
@@ -209,9 +208,12 @@ impl RedisStore {
                 .arg(spec.interval_us());
         }
         let mut conn = self.conn.clone();
-        let reply: Vec<i64> = invocation.invoke_async(&mut conn).await?;
+        let reply: Vec<i64> = invocation
+            .invoke_async(&mut conn)
+            .await
+            .map_err(store_error)?;
         if reply.len() != checks.len() * 4 {
-            return Err(StoreError::Protocol(format!(
+            return Err(StoreError::protocol(format!(
                 "expected {} integers, got {}",
                 checks.len() * 4,
                 reply.len()
@@ -244,7 +246,45 @@ impl Store for RedisStore {
             redis::cmd("PING")
                 .query_async::<()>(&mut conn)
                 .await
-                .map_err(StoreError::from)
+                .map_err(store_error)
         })
     }
+}
+
+/// Translates a redis-rs error into the backend-neutral [`StoreError`], keeping it as
+/// the source. The kinds keep the metric labels this store reported before
+/// `StoreError` stopped exposing redis-rs (`timeout`, `connection`, `protocol`);
+/// error replies, formerly `redis`, are `server`.
+fn store_error(error: RedisError) -> StoreError {
+    let kind = if error.is_timeout() {
+        StoreErrorKind::Timeout
+    } else if error.is_io_error() || error.is_connection_dropped() {
+        StoreErrorKind::Connection
+    } else {
+        match error.kind() {
+            ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+                StoreErrorKind::Auth
+            }
+            ErrorKind::InvalidClientConfig => StoreErrorKind::Config,
+            ErrorKind::Parse | ErrorKind::UnexpectedReturnType => StoreErrorKind::Protocol,
+            ErrorKind::Server(_) | ErrorKind::Extension => StoreErrorKind::Server,
+            _ => StoreErrorKind::Other,
+        }
+    };
+    // Beyond what the kind implies: a server that is loading, failing over or
+    // read-only after a demotion answers again once it has settled.
+    let settles = matches!(
+        error.kind(),
+        ErrorKind::Server(
+            ServerErrorKind::BusyLoading
+                | ServerErrorKind::TryAgain
+                | ServerErrorKind::ClusterDown
+                | ServerErrorKind::MasterDown
+                | ServerErrorKind::ReadOnly
+        )
+    );
+    let transient = kind.is_transient() || settles || error.is_unrecoverable_error();
+    StoreError::new(kind, error.to_string())
+        .transient(transient)
+        .with_source(error)
 }
