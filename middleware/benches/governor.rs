@@ -1,0 +1,107 @@
+//! `MemoryStore` next to governor (tower-governor's engine), same keys, one binary.
+//!
+//! ```text
+//! cargo bench -p tollgate --bench governor
+//! ```
+//!
+//! Both decide for 1000 string keys taken round-robin, with limits so generous that
+//! neither ever denies (each decision takes the admit-and-write path):
+//!
+//! - `governor/check_key`: `governor::RateLimiter::keyed` (a `DashMap` of GCRA cells),
+//!   `check_key(&String)`.
+//! - `tollgate/memory_decide`: `MemoryStore::decide_one` (the single-limit path, verdict
+//!   by value) with one pre-built [`Check`] per key.
+//! - `tollgate/limiter_check`: `RateLimiter::check` end to end — policy match, key
+//!   extraction from a header, storage key, store — on the same 1000 keys.
+//!
+//! The ratio `memory_decide / check_key` is the figure in docs/benchmarks.md (aim ≤ 1.0),
+//! and `limiter_check / check_key` (aim ≤ 2.0).
+
+use std::hint::black_box;
+use std::num::NonZeroU32;
+use std::time::Duration;
+
+use criterion::Criterion;
+use governor::{Quota, RateLimiter as Governor};
+use tollgate::key::Key;
+use tollgate::policy::Policy;
+use tollgate::store::{Check, MemoryStore};
+use tollgate::{Algorithm, LimitSpec, RateLimiter};
+
+const KEYS: usize = 1000;
+
+fn spec() -> LimitSpec {
+    LimitSpec::new(
+        Algorithm::Gcra,
+        1_000_000_000,
+        Duration::from_secs(86_400),
+        None,
+    )
+    .expect("valid spec")
+}
+
+fn compare(c: &mut Criterion) {
+    let names: Vec<String> = (0..KEYS).map(|i| format!("user-{i}")).collect();
+    let mut g = c.benchmark_group("keyed_1000");
+
+    let quota = Quota::per_second(NonZeroU32::new(1_000_000_000).expect("non-zero"));
+    let governor = Governor::keyed(quota);
+    g.bench_function("governor/check_key", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(governor.check_key(&names[i]).is_ok())
+        });
+    });
+
+    let store = MemoryStore::new();
+    let checks: Vec<Check> = names
+        .iter()
+        .map(|n| Check::new(n.clone(), spec()))
+        .collect();
+    g.bench_function("tollgate/memory_decide", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            black_box(store.decide_one(&checks[i], 1).allowed)
+        });
+    });
+
+    let limiter = RateLimiter::builder()
+        .policy(Policy::single("p", spec(), Key::header("x-api-key")))
+        .build()
+        .expect("limiter");
+    let requests: Vec<http::request::Parts> = names
+        .iter()
+        .map(|n| {
+            http::Request::get("/")
+                .header("x-api-key", n)
+                .body(())
+                .expect("request")
+                .into_parts()
+                .0
+        })
+        .collect();
+    g.bench_function("tollgate/limiter_check", |b| {
+        let mut i = 0;
+        b.iter(|| {
+            i = (i + 1) % KEYS;
+            let prepared = limiter.prepare(&requests[i]);
+            let decision = match prepared {
+                tollgate::limiter::Prepared::Pending(p) => limiter.try_decide_now(p).ok(),
+                tollgate::limiter::Prepared::Done(d) => Some(d),
+            };
+            black_box(decision.is_some_and(|d| d.passes()))
+        });
+    });
+    g.finish();
+}
+
+fn main() {
+    let mut c = Criterion::default()
+        .warm_up_time(Duration::from_millis(500))
+        .measurement_time(Duration::from_secs(3))
+        .configure_from_args();
+    compare(&mut c);
+    c.final_summary();
+}
