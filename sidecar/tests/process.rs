@@ -160,6 +160,18 @@ struct Running {
     path: TempPath,
 }
 
+/// The sidecar binary serving the config file at `path` (stopped when dropped).
+fn spawn_with_config(path: &Path) -> Proc {
+    Proc(
+        Command::new(BIN)
+            .arg("--config")
+            .arg(path)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    )
+}
+
 /// Starts a real upstream and the sidecar binary with a config file (`file_name`, one
 /// policy of `rate`), and waits until it is ready.
 async fn run_with_config(file_name: &str, rate: &str) -> Running {
@@ -167,14 +179,7 @@ async fn run_with_config(file_name: &str, rate: &str) -> Running {
     let (proxy, admin) = (free_addr(), free_addr());
     let path = temp_file(file_name);
     write(&path, &config_text(upstream, proxy, admin, rate));
-    let child = Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
+    let child = spawn_with_config(&path);
     wait_ready(admin).await;
     Running {
         child,
@@ -569,14 +574,7 @@ key = "header:x-api-key"
         url = redis.url()
     );
     write(&path, &text);
-    let child = Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
+    let child = spawn_with_config(&path);
     wait_ready(admin).await;
 
     let mut statuses = Vec::new();

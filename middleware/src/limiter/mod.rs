@@ -43,7 +43,7 @@ pub use self::failure::{FailureMode, Unavailable, UnknownFailureMode};
 pub use self::metrics::describe_metrics;
 use self::metrics::LimiterMetrics;
 pub use self::pending::{Pending, Prepared};
-use self::throttle::LogThrottle;
+pub use self::throttle::LogThrottle;
 use crate::clock::Clock;
 use crate::key::KeyExtractor;
 use crate::policy::{check_name, Limit, MissingKey, Policy, PolicyError, PolicyProblem};

@@ -1,21 +1,37 @@
-//! At most one store-failure warning per second: an outage under load would otherwise
-//! write one line per request.
+//! At most one warning a second for a failure that can repeat per request.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-/// At most one store-failure warning per second: an outage under load would otherwise
-/// write one line per request.
+/// Lets one log line through per second and counts those it holds back: an outage
+/// under load would otherwise write one line per request. The limiter throttles its
+/// store warnings with it; public so that a service around the limiter (the sidecar's
+/// upstream warnings) does the same.
+///
+/// ```
+/// use tollgate::limiter::LogThrottle;
+///
+/// let throttle = LogThrottle::new();
+/// assert_eq!(throttle.permit(), Some(0)); // write it
+/// assert_eq!(throttle.permit(), None); // within the second: suppressed, counted
+/// ```
 #[derive(Debug)]
-pub(crate) struct LogThrottle {
+pub struct LogThrottle {
     epoch: Instant,
     /// Milliseconds since `epoch` of the last line written, plus one (0 = never).
     last_ms: AtomicU64,
     suppressed: AtomicU64,
 }
 
+impl Default for LogThrottle {
+    fn default() -> Self {
+        LogThrottle::new()
+    }
+}
+
 impl LogThrottle {
-    pub(crate) fn new() -> Self {
+    /// A throttle that lets the next line through.
+    pub fn new() -> Self {
         LogThrottle {
             epoch: Instant::now(),
             last_ms: AtomicU64::new(0),
@@ -24,7 +40,7 @@ impl LogThrottle {
     }
 
     /// `Some(lines suppressed since the last one)` when a line may be written now.
-    pub(crate) fn permit(&self) -> Option<u64> {
+    pub fn permit(&self) -> Option<u64> {
         let now = u64::try_from(self.epoch.elapsed().as_millis()).unwrap_or(u64::MAX) + 1;
         let last = self.last_ms.load(Ordering::Relaxed);
         // Another thread may have stored a later `last` after this one read the clock.

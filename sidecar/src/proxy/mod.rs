@@ -24,7 +24,6 @@
 mod body;
 mod endpoint;
 pub mod headers;
-mod throttle;
 mod upstream;
 
 use std::convert::Infallible;
@@ -40,10 +39,10 @@ use http_body_util::{Either, Full};
 use hyper::body::Incoming;
 use tokio::sync::Semaphore;
 use tollgate::key::PeerAddr;
+use tollgate::limiter::LogThrottle;
 use tollgate::policy::PathMatch;
 use tower::Service;
 
-use self::throttle::LogThrottle;
 use self::upstream::{Clients, Upstream};
 use crate::config::{Config, ProxyConfig, Route};
 use crate::telemetry::{self, UPSTREAM_ERRORS, UPSTREAM_RETRIES};
