@@ -249,10 +249,12 @@ pub fn scenarios() -> Vec<Scenario> {
     for scenario in all.clone().into_iter().skip(ALGORITHMS.len()) {
         all.push(spanning(scenario));
     }
-    all.extend((0..RANDOM_SEQUENCES).map(|seed| match seed < SPANNING_SEQUENCES {
-        true => spanning(random(seed)),
-        false => random(seed),
-    }));
+    all.extend(
+        (0..RANDOM_SEQUENCES).map(|seed| match seed < SPANNING_SEQUENCES {
+            true => spanning(random(seed)),
+            false => random(seed),
+        }),
+    );
     all
 }
 
