@@ -9,44 +9,12 @@
 //! back *at most* what the request really consumed — never more — so it can never open
 //! room that was not there.
 //!
-//! # The mark
-//!
-//! An admission identifies what it wrote with a *mark* ([`refund_mark`]): for GCRA the
-//! theoretical arrival time (TAT) it stored, for the windows the start of the window it
-//! counted the request in.
-//!
-//! # Exactness
-//!
-//! **Windows** (fixed and sliding) are counters, and counting commutes: if the charged
-//! window is still the stored one, its counter is decremented by the cost; if the
-//! stored state has moved one window on (sliding window), the charge now sits in the
-//! `previous` counter, which is decremented instead; older charges no longer weigh on
-//! any decision and nothing is done. The state afterwards is exactly the state had the
-//! request never been admitted, whatever was admitted in between.
-//!
-//! **GCRA** stores one timestamp, `tat`, and each admission maps it through
-//! `tat ↦ max(tat, now) + cost·T`. Those maps compose to `x ↦ max(x + A, B)`, where
-//! `A` is the others' consumption in between and `B ≤ now + A` (no admission happened
-//! after `now`). With `base = mark − cost·T`, the TAT our charge started from, the TAT
-//! without our request is `max(tat − cost·T, B)`; the refund moves the TAT back by
-//! `cost·T − clamp(now − base, 0, cost·T)`, that is, to
-//! `tat − cost·T + clamp(now − base, 0, cost·T)`, which is never below it:
-//!
-//! - the bucket was backlogged at the charge (`base > now`): `B ≤ now + A < base + A`,
-//!   so the truth is `tat − cost·T` — the refund is **exact**;
-//! - nobody wrote the key in between (`tat = mark`): the refund lands on `now` or
-//!   below, and so does the truth (`base ≤ now`); every TAT at or below `now` means
-//!   "full bucket" — **exact**;
-//! - others were admitted in between from a bucket that was not backlogged: the refund
-//!   keeps back at most `now − base`, the time between the charge and the refund —
-//!   a few milliseconds of one round trip, **conservative** by at most that much.
-//!
-//! A state that expired or changed algorithm in between is left alone.
+//! [`refund`] carries the exactness argument.
 
 use super::{LimitSpec, State};
 use crate::algorithm::Algorithm;
 
-/// The mark an admission leaves (see the [module docs](self)): the TAT a GCRA admission
+/// The mark an admission leaves (see [`refund`]): the TAT a GCRA admission
 /// stored, or the start (ms) of the window a window admission counted the request in.
 pub fn refund_mark(stored: &State) -> i64 {
     match *stored {
@@ -59,8 +27,41 @@ pub fn refund_mark(stored: &State) -> i64 {
 /// `now_us`, given the state stored now.
 ///
 /// Returns the state to store and its time to live in microseconds, or `None` when
-/// nothing needs writing. Never gives back more than the admission consumed (see the
-/// [module docs](self) for when it is exact).
+/// nothing needs writing. Never gives back more than the admission consumed.
+///
+/// # The mark
+///
+/// An admission identifies what it wrote with a *mark* ([`refund_mark`]): for GCRA the
+/// theoretical arrival time (TAT) it stored, for the windows the start of the window it
+/// counted the request in.
+///
+/// # Exactness
+///
+/// **Windows** (fixed and sliding) are counters, and counting commutes: if the charged
+/// window is still the stored one, its counter is decremented by the cost; if the
+/// stored state has moved one window on (sliding window), the charge now sits in the
+/// `previous` counter, which is decremented instead; older charges no longer weigh on
+/// any decision and nothing is done. The state afterwards is exactly the state had the
+/// request never been admitted, whatever was admitted in between.
+///
+/// **GCRA** stores one timestamp, `tat`, and each admission maps it through
+/// `tat ↦ max(tat, now) + cost·T`. Those maps compose to `x ↦ max(x + A, B)`, where
+/// `A` is the others' consumption in between and `B ≤ now + A` (no admission happened
+/// after `now`). With `base = mark − cost·T`, the TAT our charge started from, the TAT
+/// without our request is `max(tat − cost·T, B)`; the refund moves the TAT back by
+/// `cost·T − clamp(now − base, 0, cost·T)`, that is, to
+/// `tat − cost·T + clamp(now − base, 0, cost·T)`, which is never below it:
+///
+/// - the bucket was backlogged at the charge (`base > now`): `B ≤ now + A < base + A`,
+///   so the truth is `tat − cost·T` — the refund is **exact**;
+/// - nobody wrote the key in between (`tat = mark`): the refund lands on `now` or
+///   below, and so does the truth (`base ≤ now`); every TAT at or below `now` means
+///   "full bucket" — **exact**;
+/// - others were admitted in between from a bucket that was not backlogged: the refund
+///   keeps back at most `now − base`, the time between the charge and the refund —
+///   a few milliseconds of one round trip, **conservative** by at most that much.
+///
+/// A state that expired or changed algorithm in between is left alone.
 pub fn refund(
     spec: &LimitSpec,
     now_us: i64,

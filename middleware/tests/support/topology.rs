@@ -9,7 +9,7 @@
 #![allow(dead_code)]
 
 use std::net::TcpListener;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -53,7 +53,7 @@ pub struct Node {
 }
 
 impl Node {
-    fn spawn(port: u16, dir: &PathBuf, extra: &[String]) -> Node {
+    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Node {
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let mut args: Vec<String> = extra.to_vec();
         args.extend(
@@ -128,6 +128,9 @@ fn temp_dir(kind: &str) -> PathBuf {
     dir
 }
 
+/// A primary as `CLUSTER NODES` shows it: node id, port, inclusive slot ranges.
+pub type Primary = (String, u16, Vec<(u16, u16)>);
+
 /// A Redis Cluster of three primaries with one replica each.
 pub struct Cluster {
     pub nodes: Vec<Node>,
@@ -198,7 +201,7 @@ impl Cluster {
     }
 
     /// `(node id, port, slot ranges)` of every primary that owns slots.
-    pub fn primaries(&self) -> Vec<(String, u16, Vec<(u16, u16)>)> {
+    pub fn primaries(&self) -> Vec<Primary> {
         let nodes = self
             .any_live()
             .cli(&["CLUSTER", "NODES"])
