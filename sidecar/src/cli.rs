@@ -34,6 +34,15 @@ pub struct Cli {
     /// Redis URL, redis://host:port/db, a password as redis://:PASSWORD@host:port; also read from REDIS_URL when neither this flag nor TOLLGATE_REDIS_URL is set. Without it limits live in this process's memory
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Redis Cluster seed nodes, comma-separated redis://host:port URLs (instead of --redis-url)
+    #[arg(long, env = "TOLLGATE_REDIS_CLUSTER", value_delimiter = ',')]
+    pub redis_cluster: Vec<String>,
+    /// Redis Sentinel addresses, comma-separated redis://host:26379 URLs, with --redis-sentinel-master (instead of --redis-url)
+    #[arg(long, env = "TOLLGATE_REDIS_SENTINEL", value_delimiter = ',')]
+    pub redis_sentinel: Vec<String>,
+    /// The master name the sentinels monitor (with --redis-sentinel)
+    #[arg(long, env = "TOLLGATE_REDIS_SENTINEL_MASTER")]
+    pub redis_sentinel_master: Option<String>,
     /// The limit of the catch-all policy: N/period[,burst=B], e.g. 100/1m, 10/s,burst=20
     #[arg(long, env = "TOLLGATE_LIMIT")]
     pub limit: Option<String>,
@@ -73,7 +82,10 @@ impl Cli {
     /// Also accept the conventional `REDIS_URL` and `NODE_ID` when the
     /// `TOLLGATE_`-prefixed variables and flags are absent.
     pub fn with_conventional_env(mut self) -> Self {
-        if self.redis_url.is_none() {
+        if self.redis_url.is_none()
+            && self.redis_cluster.is_empty()
+            && self.redis_sentinel.is_empty()
+        {
             self.redis_url = std::env::var("REDIS_URL").ok().filter(|v| !v.is_empty());
         }
         if self.node_id.is_none() {
@@ -164,6 +176,31 @@ impl Cli {
             }
             file.node_id = Some(v.clone());
         }
+        let topologies = [
+            self.redis_url.is_some(),
+            !self.redis_cluster.is_empty(),
+            !self.redis_sentinel.is_empty(),
+        ];
+        match topologies.iter().filter(|&&given| given).count() {
+            0 => {}
+            1 => {
+                // One Redis topology given as a flag replaces the file's.
+                if let Some(section) = file.redis.as_mut() {
+                    section.url.clear();
+                    section.cluster.clear();
+                    section.sentinels.clear();
+                    if self.redis_sentinel.is_empty() {
+                        section.master = None;
+                    }
+                }
+            }
+            _ => {
+                return Err(flag_err(
+                    "--redis-url, --redis-cluster, --redis-sentinel",
+                    "give only one of them".into(),
+                ))
+            }
+        }
         if let Some(url) = &self.redis_url {
             if !(url.starts_with("redis://") || url.starts_with("rediss://")) {
                 return Err(flag_err(
@@ -173,6 +210,18 @@ impl Cli {
             }
             let section = file.redis.get_or_insert_with(RedisSection::default);
             section.url = url.clone();
+        }
+        if !self.redis_cluster.is_empty() {
+            let section = file.redis.get_or_insert_with(RedisSection::default);
+            section.cluster = self.redis_cluster.clone();
+        }
+        if !self.redis_sentinel.is_empty() {
+            let section = file.redis.get_or_insert_with(RedisSection::default);
+            section.sentinels = self.redis_sentinel.clone();
+        }
+        if let Some(master) = &self.redis_sentinel_master {
+            let section = file.redis.get_or_insert_with(RedisSection::default);
+            section.master = Some(master.clone());
         }
         if let Some(v) = &self.failure_mode {
             v.parse::<tollgate::FailureMode>()

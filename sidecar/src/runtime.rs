@@ -16,7 +16,7 @@ use tollgate::store::{MemoryStore, RedisStore, Store, StoreError};
 use tollgate::{RateLimit, RateLimitLayer, RateLimiter};
 use tower::Layer;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, RedisTopology, StoreConfig};
 use crate::proxy::Proxy;
 
 /// The serving half of a configuration.
@@ -52,13 +52,20 @@ impl Stores {
             }
             StoreConfig::Redis {
                 url,
+                topology,
                 timeout,
                 prefix,
             } => Arc::new(
-                RedisStore::builder(url.clone())
-                    .response_timeout(*timeout)
-                    .prefix(prefix.clone())
-                    .build()?,
+                match topology {
+                    RedisTopology::Single => RedisStore::builder(url.clone()),
+                    RedisTopology::Cluster(nodes) => RedisStore::cluster(nodes.clone()),
+                    RedisTopology::Sentinel { sentinels, master } => {
+                        RedisStore::sentinel(sentinels.clone(), master.clone())
+                    }
+                }
+                .response_timeout(*timeout)
+                .prefix(prefix.clone())
+                .build()?,
             ),
         };
         *current = Some((config.clone(), store.clone()));

@@ -233,6 +233,38 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
 
+    // Two Redis topologies at once: exit 64 naming both flags.
+    let out = Command::new(BIN)
+        .args([
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--redis-url",
+            "redis://127.0.0.1:1",
+            "--redis-cluster",
+            "redis://127.0.0.1:2,redis://127.0.0.1:3",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--redis-url") && err.contains("--redis-cluster"),
+        "{err}"
+    );
+    // Sentinels without a master name: exit 64 naming the field.
+    let out = Command::new(BIN)
+        .args([
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--redis-sentinel",
+            "redis://127.0.0.1:2",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("redis.master"), "{err}");
+
     let out = Command::new(BIN)
         .args([
             "--upstream",

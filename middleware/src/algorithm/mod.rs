@@ -20,12 +20,18 @@
 //! A request checked against several limits is admitted only if every limit admits
 //! it; a denied request consumes nothing anywhere. [`decide`] never mutates: the
 //! caller commits the returned states only when every verdict is an admission.
+//!
+//! Where one atomic step cannot cover every limit (a Redis Cluster, whose limits of one
+//! request may live on different primaries), [`refund`] gives back what an admission
+//! consumed, never more; its module docs carry the exactness argument.
 
 mod fixed_window;
 mod gcra;
+mod refund;
 mod sliding_window;
 mod spec;
 
+pub use refund::{refund, refund_mark};
 pub use spec::{Algorithm, LimitSpec, SpecError, MAX_EXACT};
 
 /// What a store keeps for one `(limit, key)` pair between requests.

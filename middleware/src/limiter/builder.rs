@@ -122,7 +122,9 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// Circuit breaker settings (default: open after 3 failures for 500 ms).
+    /// Circuit breaker settings (default: open after 3 failures for 500 ms). Not used
+    /// with a [partitioned](crate::store::Store::is_partitioned) store such as a Redis
+    /// Cluster, where the timeout alone bounds each decision.
     pub fn circuit_breaker(mut self, config: BreakerConfig) -> Self {
         self.breaker = config;
         self
@@ -201,6 +203,13 @@ impl RateLimiterBuilder {
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::builder().clock(clock.clone()).build()));
         let local = store.is_local();
+        // A store-wide breaker would fail every key when one server of a partitioned
+        // store fails; there the timeout alone bounds each decision.
+        let breaker = if store.is_partitioned() {
+            BreakerConfig::new(0, self.breaker.cooldown)
+        } else {
+            self.breaker
+        };
         let fallback = (self.failure_mode == FailureMode::Local && !local).then(|| {
             MemoryStore::builder()
                 .max_keys(self.fallback_max_keys)
@@ -215,7 +224,7 @@ impl RateLimiterBuilder {
                 fallback,
                 failure_mode: self.failure_mode,
                 timeout: self.timeout,
-                breaker: Breaker::new(self.breaker),
+                breaker: Breaker::new(breaker),
                 deny_cache: (self.deny_cache && !local).then(DenyCache::default),
                 shadow: self.shadow,
                 clock,

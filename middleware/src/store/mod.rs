@@ -183,6 +183,15 @@ pub trait Store: Send + Sync + 'static {
         false
     }
 
+    /// Whether the store's keys live on independent servers, so that one failing says
+    /// nothing about the others (a Redis Cluster: one primary's loss leaves the other
+    /// slots answering). The limiter then keeps no store-wide circuit breaker: one would
+    /// turn every key to the failure mode when one server fails. Its timeout still
+    /// bounds every decision.
+    fn is_partitioned(&self) -> bool {
+        false
+    }
+
     /// Whether the store is reachable now (used by readiness probes). The limiter
     /// bounds the wait itself.
     fn ping(&self) -> StoreFuture<'_, ()>;

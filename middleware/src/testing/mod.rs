@@ -7,6 +7,9 @@
 //! idle gaps longer than a period, costly and zero-cost requests, and multi-limit
 //! batches that must be all or nothing, including refusals where another limit would
 //! have admitted (that limit must report its state as it is, not as if consumed).
+//! Some batches [span](Scenario::spanning) several Redis Cluster hash slots: a store
+//! that cannot decide them atomically (the cluster store charges slot by slot and
+//! refunds) must still give the same verdicts when requests come one at a time.
 //!
 //! The store must read the clock it is given (the Redis store: `RedisStoreBuilder::clock`);
 //! a store clocked by anything else cannot agree step by step. The suite asks for a
@@ -40,6 +43,9 @@ pub const START_US: i64 = 1_700_000_040_000_000;
 
 /// How many seeded random sequences [`conformance`] runs after the scripted scenarios.
 pub const RANDOM_SEQUENCES: u64 = 48;
+
+/// How many of them (the first ones) [span](Scenario::spanning) hash slots.
+pub const SPANNING_SEQUENCES: u64 = 16;
 
 /// One request of a [`Scenario`]: move the clock, then decide at that cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -81,6 +87,26 @@ impl Scenario {
         let checks = limits
             .into_iter()
             .map(|(label, spec)| Check::new(format!("{{{name}}}:{label}"), spec))
+            .collect();
+        Scenario {
+            name,
+            checks,
+            steps,
+        }
+    }
+
+    /// As [`Scenario::new`], but each limit gets a hash tag of its own (name and
+    /// label), as a policy whose limits use different keys does: in a Redis Cluster the
+    /// batch spans slots.
+    pub fn spanning<L: fmt::Display>(
+        name: impl Into<String>,
+        limits: impl IntoIterator<Item = (L, LimitSpec)>,
+        steps: Vec<Step>,
+    ) -> Self {
+        let name = name.into();
+        let checks = limits
+            .into_iter()
+            .map(|(label, spec)| Check::new(format!("{{{name}:{label}}}:{label}"), spec))
             .collect();
         Scenario {
             name,
@@ -219,8 +245,29 @@ pub fn scenarios() -> Vec<Scenario> {
     for algorithm in ALGORITHMS {
         all.push(refusal_reports_the_others_as_they_are(algorithm));
     }
-    all.extend((0..RANDOM_SEQUENCES).map(random));
+    // The same multi-limit scenarios with one hash slot per limit.
+    for scenario in all.clone().into_iter().skip(ALGORITHMS.len()) {
+        all.push(spanning(scenario));
+    }
+    all.extend(
+        (0..RANDOM_SEQUENCES).map(|seed| match seed < SPANNING_SEQUENCES {
+            true => spanning(random(seed)),
+            false => random(seed),
+        }),
+    );
     all
+}
+
+/// `scenario` with one hash tag per limit.
+fn spanning(scenario: Scenario) -> Scenario {
+    let name = format!("{}-spanning", scenario.name);
+    let limits: Vec<_> = scenario
+        .checks
+        .iter()
+        .enumerate()
+        .map(|(i, check)| (i, check.spec))
+        .collect();
+    Scenario::spanning(name, limits, scenario.steps)
 }
 
 const ALGORITHMS: [Algorithm; 3] = [

@@ -43,8 +43,18 @@ pub struct FileConfig {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// `redis://[:password@]host:port[/db]`
+    /// `redis://[:password@]host:port[/db]`: one Redis. Exactly one of `url`,
+    /// `cluster` and `sentinels` is set; empty means unset.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
+    /// Redis Cluster seed nodes (`redis://host:port` each).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cluster: Vec<String>,
+    /// Redis Sentinel addresses (`redis://host:26379` each); with `master`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sentinels: Vec<String>,
+    /// The master name the sentinels monitor (with `sentinels`).
+    pub master: Option<String>,
     /// Per-command timeout in ms (default 50).
     pub timeout_ms: Option<u64>,
     /// Key namespace (default `tollgate`).
@@ -201,6 +211,9 @@ impl FileConfig {
         let mut copy = self.clone();
         if let Some(redis) = copy.redis.as_mut() {
             redis.url = redact_url(&redis.url);
+            for url in redis.cluster.iter_mut().chain(redis.sentinels.iter_mut()) {
+                *url = redact_url(url);
+            }
         }
         copy
     }

@@ -93,12 +93,30 @@ pub enum StoreConfig {
     },
     /// A Redis shared by every sidecar.
     Redis {
-        /// `redis://…`
+        /// `redis://…` of the one Redis (empty unless `topology` is `Single`).
         url: String,
+        /// One Redis, a Redis Cluster or Redis Sentinel.
+        topology: RedisTopology,
         /// Per-command timeout.
         timeout: Duration,
         /// Key namespace.
         prefix: String,
+    },
+}
+
+/// How the sidecars reach Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RedisTopology {
+    /// One Redis at `url`.
+    Single,
+    /// A Redis Cluster through these seed nodes.
+    Cluster(Vec<String>),
+    /// The primary of `master` as these sentinels report it.
+    Sentinel {
+        /// Sentinel addresses.
+        sentinels: Vec<String>,
+        /// The monitored master's name.
+        master: String,
     },
 }
 

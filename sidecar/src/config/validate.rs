@@ -11,7 +11,8 @@ use tollgate::response::HeaderStyle;
 use tollgate::{Algorithm, FailureMode, LimitSpec};
 
 use super::{
-    Config, ConfigError, FileConfig, LimiterConfig, ProxyConfig, Route, StoreConfig, Upstream,
+    Config, ConfigError, FileConfig, LimiterConfig, ProxyConfig, RedisSection, RedisTopology,
+    Route, StoreConfig, Upstream,
 };
 
 struct Checker<'a> {
@@ -106,15 +107,20 @@ impl FileConfig {
         let l = &self.limiter;
         let store = match &self.redis {
             Some(redis) => {
-                if !(redis.url.starts_with("redis://") || redis.url.starts_with("rediss://")) {
-                    return Err(c.err("redis.url", "must start with redis:// or rediss://"));
-                }
+                let topology = redis_topology(&c, redis)?;
                 let prefix = redis.prefix.clone().unwrap_or_else(|| "tollgate".into());
                 if prefix.is_empty() {
                     return Err(c.err("redis.prefix", "must not be empty"));
                 }
+                if matches!(topology, RedisTopology::Cluster(_)) && prefix.contains(['{', '}']) {
+                    return Err(c.err(
+                        "redis.prefix",
+                        "must not contain { or } with a Redis Cluster (it would become every key's hash tag)",
+                    ));
+                }
                 StoreConfig::Redis {
                     url: redis.url.clone(),
+                    topology,
                     timeout: c.millis("redis.timeout_ms", redis.timeout_ms, 50)?,
                     prefix,
                 }
@@ -492,3 +498,56 @@ fn endpoint(text: &str) -> Result<Uri, String> {
 #[cfg(test)]
 #[path = "validate_tests.rs"]
 mod tests;
+
+/// Exactly one of `url`, `cluster` and `sentinels` (with `master`), every address a
+/// `redis://` or `rediss://` URL.
+fn redis_topology(c: &Checker<'_>, redis: &RedisSection) -> Result<RedisTopology, ConfigError> {
+    let set: Vec<&str> = [
+        ("redis.url", !redis.url.is_empty()),
+        ("redis.cluster", !redis.cluster.is_empty()),
+        ("redis.sentinels", !redis.sentinels.is_empty()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    if set.len() != 1 {
+        let got = match set.as_slice() {
+            [] => "none".to_string(),
+            many => many.join(" and "),
+        };
+        return Err(c.err(
+            "redis",
+            format!("set exactly one of redis.url, redis.cluster, redis.sentinels (got {got})"),
+        ));
+    }
+    let check = |field: &str, url: &str| {
+        if url.starts_with("redis://") || url.starts_with("rediss://") {
+            Ok(())
+        } else {
+            Err(c.err(field, "must start with redis:// or rediss://"))
+        }
+    };
+    if redis.master.is_some() && redis.sentinels.is_empty() {
+        return Err(c.err("redis.master", "is only used with redis.sentinels"));
+    }
+    if !redis.url.is_empty() {
+        check("redis.url", &redis.url)?;
+        return Ok(RedisTopology::Single);
+    }
+    if !redis.cluster.is_empty() {
+        for url in &redis.cluster {
+            check("redis.cluster", url)?;
+        }
+        return Ok(RedisTopology::Cluster(redis.cluster.clone()));
+    }
+    for url in &redis.sentinels {
+        check("redis.sentinels", url)?;
+    }
+    match redis.master.as_deref() {
+        Some(master) if !master.is_empty() => Ok(RedisTopology::Sentinel {
+            sentinels: redis.sentinels.clone(),
+            master: master.to_string(),
+        }),
+        _ => Err(c.err("redis.master", "must name the master the sentinels monitor")),
+    }
+}

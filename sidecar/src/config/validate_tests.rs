@@ -111,3 +111,51 @@ fn several_upstreams_need_routes() {
     let text = format!("{BASE}[upstreams.b]\nendpoints = [\"http://127.0.0.1:1\"]\n");
     assert_eq!(field_of(&text), "routes");
 }
+
+#[test]
+fn redis_cluster_and_sentinel_validate() {
+    let config = parse(&format!(
+        "[redis]\ncluster = [\"redis://:pw@h1:7000\", \"redis://h2:7000\"]\n{BASE}"
+    ))
+    .expect("valid");
+    assert!(matches!(
+        &config.store,
+        StoreConfig::Redis { topology: RedisTopology::Cluster(nodes), .. } if nodes.len() == 2
+    ));
+    let shown = config.effective.redis.as_ref().expect("redis");
+    assert_eq!(
+        shown.cluster[0], "redis://:***@h1:7000",
+        "passwords redacted"
+    );
+
+    let config = parse(&format!(
+        "[redis]\nsentinels = [\"redis://s1:26379\"]\nmaster = \"mymaster\"\n{BASE}"
+    ))
+    .expect("valid");
+    assert!(matches!(
+        &config.store,
+        StoreConfig::Redis { topology: RedisTopology::Sentinel { master, .. }, .. } if master == "mymaster"
+    ));
+}
+
+#[test]
+fn exactly_one_redis_topology() {
+    let cases = [
+        ("[redis]\nprefix = \"p\"\n", "redis"),
+        ("[redis]\nurl = \"redis://a\"\ncluster = [\"redis://b:7000\"]\n", "redis"),
+        ("[redis]\ncluster = [\"redis://b:7000\"]\nsentinels = [\"redis://s:26379\"]\nmaster = \"m\"\n", "redis"),
+        ("[redis]\nsentinels = [\"redis://s:26379\"]\n", "redis.master"),
+        ("[redis]\nurl = \"redis://a\"\nmaster = \"m\"\n", "redis.master"),
+        ("[redis]\ncluster = [\"h1:7000\"]\n", "redis.cluster"),
+        ("[redis]\nsentinels = [\"s:26379\"]\nmaster = \"m\"\n", "redis.sentinels"),
+        ("[redis]\ncluster = [\"redis://h1:7000\"]\nprefix = \"{t}\"\n", "redis.prefix"),
+    ];
+    for (extra, field) in cases {
+        assert_eq!(field_of(&format!("{extra}{BASE}")), field, "{extra}");
+    }
+    let err = parse(&format!(
+        "[redis]\nurl = \"redis://a\"\ncluster = [\"redis://b:7000\"]\n{BASE}"
+    ))
+    .expect_err("invalid");
+    assert!(err.reason.contains("redis.url and redis.cluster"), "{err}");
+}

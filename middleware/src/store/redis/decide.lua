@@ -11,6 +11,13 @@
 -- ARGV[4 + 5(i-1) ..] for limit i: algorithm (0 gcra, 1 fixed, 2 sliding), quota,
 --          period_ms, burst, interval_us
 --
+-- ARGV[4 + 5n] (optional, n = #KEYS) a mode, for decisions that span Redis Cluster slots
+--          (store/redis/spanning.rs; src/algorithm/refund.rs is the Rust twin of `refund`):
+--            'charge'  as without a mode, and append one mark per limit (see refund.rs)
+--            'probe'   decide, never write (another slot refused the request)
+--            'refund'  ARGV[5 + 5n ..] one mark per limit: give back what the admission
+--                      with that mark consumed, then report every limit at cost 0
+--
 -- Returns 4 integers per limit: allowed (1/0), remaining, reset_after_us, retry_after_us.
 -- State is written only when every limit admits the request; on a refusal every verdict
 -- describes the state as it is.
@@ -130,30 +137,89 @@ local function decide(i, h, cost)
   return allowed, remaining, reset_after, retry_after, write
 end
 
+-- Gives back `cost` of limit i, charged by an admission that left `mark`, against its
+-- stored fields `h` (src/algorithm/refund.rs). Returns the write to make, or nil.
+local function refund(i, h, mark)
+  if cost == 0 then return nil end
+  local base = 4 + 5 * (i - 1)
+  local algo = tonumber(ARGV[base])
+  local window_ms = tonumber(ARGV[base + 2])
+  local interval = tonumber(ARGV[base + 4])
+  if algo == 0 then
+    local tat = tonumber(h[1])
+    if tat == nil or tat <= now then return nil end
+    local give = cost * interval
+    local kept = now - (mark - give)
+    if kept < 0 then kept = 0 end
+    if kept > give then kept = give end
+    local back = give - kept
+    if back == 0 then return nil end
+    tat = tat - back
+    return { 't', tat, ttl = clamp(tat - now) }
+  end
+  local stored = tonumber(h[2])
+  if stored == nil then return nil end
+  local current, previous = tonumber(h[3]) or 0, tonumber(h[4]) or 0
+  if stored == mark then
+    current = clamp(current - cost)
+  elseif algo == 2 and stored == mark + window_ms then
+    previous = clamp(previous - cost)
+  else
+    return nil
+  end
+  local ends_ms = stored + window_ms
+  if algo == 2 then ends_ms = stored + 2 * window_ms end
+  return { 'w', stored, 'c', current, 'p', previous, ttl = clamp(ends_ms * 1000 - now) }
+end
+
+local function write(key, w)
+  redis.call('HSET', key, unpack(w))
+  redis.call('PEXPIRE', key, math.floor((w.ttl + 999) / 1000) + grace_ms)
+end
+
+local n = #KEYS
+local mode = ARGV[4 + 5 * n]
+
+if mode == 'refund' then
+  local out = {}
+  for i = 1, n do
+    local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
+    local w = refund(i, h, tonumber(ARGV[4 + 5 * n + i]))
+    if w then
+      write(KEYS[i], w)
+      h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
+    end
+    local o = 4 * (i - 1)
+    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = decide(i, h, 0)
+  end
+  return out
+end
+
 local out, fields, writes, all = {}, {}, {}, true
 
-for i = 1, #KEYS do
+for i = 1, n do
   local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
-  local allowed, remaining, reset_after, retry_after, write = decide(i, h, cost)
+  local allowed, remaining, reset_after, retry_after, w = decide(i, h, cost)
   fields[i] = h
   if allowed == 0 then all = false end
-  writes[i] = write
+  writes[i] = w
   local o = 4 * (i - 1)
   out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, remaining, reset_after, retry_after
 end
 
-if all then
-  for i = 1, #KEYS do
+if all and mode ~= 'probe' then
+  for i = 1, n do
     local w = writes[i]
-    if w then
-      redis.call('HSET', KEYS[i], unpack(w))
-      redis.call('PEXPIRE', KEYS[i], math.floor((w.ttl + 999) / 1000) + grace_ms)
+    if w then write(KEYS[i], w) end
+    if mode == 'charge' then
+      -- The mark: the TAT or the window start the admission stored.
+      out[4 * n + i] = (w and w[2]) or 0
     end
   end
 else
   -- Refused: nothing was consumed, so a limit that would have admitted reports its
   -- state as it is (decided again at cost 0), not as if this request had been counted.
-  for i = 1, #KEYS do
+  for i = 1, n do
     local o = 4 * (i - 1)
     if out[o + 1] == 1 then
       local allowed, remaining, reset_after, retry_after = decide(i, fields[i], 0)

@@ -33,6 +33,20 @@
 //! A timed-out script may still run when Redis wakes up: Redis cannot cancel it. The
 //! store therefore never retries a decision; the request gets the failure mode's answer
 //! instead.
+//!
+//! # Past one Redis
+//!
+//! - [`RedisStore::cluster`] (feature `redis-cluster`): a Redis Cluster through
+//!   redis-rs' cluster client. Limits that share a hash tag are decided by one script
+//!   on the primary that owns the slot; a policy whose limits span slots is decided slot
+//!   by slot with refunds (`spanning.rs`), never admitting more than any limit allows.
+//!   The store reports itself [partitioned](Store::is_partitioned): the limiter keeps no
+//!   store-wide circuit breaker, so keys on healthy primaries keep exact answers while
+//!   one primary's slots fail over.
+//! - [`RedisStore::sentinel`] (feature `redis-sentinel`): the primary that Redis
+//!   Sentinel names, followed across failovers (`sentinel.rs`).
+//!
+//! Both decide with each primary's own clock (`TIME`); keep the servers' clocks in sync.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -40,9 +54,18 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
 
+use self::backend::{Backend, Topology};
 use super::{Check, Store, StoreError, StoreErrorKind, StoreFuture};
 use crate::algorithm::Verdict;
 use crate::clock::Clock;
+
+mod backend;
+#[cfg(feature = "redis-cluster")]
+mod cluster;
+#[cfg(feature = "redis-sentinel")]
+mod sentinel;
+#[cfg(feature = "redis-cluster")]
+mod spanning;
 
 /// Rate-limit state in Redis, shared by every node that uses the same server.
 ///
@@ -61,7 +84,7 @@ use crate::clock::Clock;
 /// ```
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Backend,
     script: Arc<Script>,
     prefix: Arc<str>,
     grace_ms: u64,
@@ -88,6 +111,7 @@ pub struct RedisStoreBuilder {
     max_reconnect_delay: Duration,
     grace: Duration,
     clock: Option<Arc<dyn Clock>>,
+    topology: Topology,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -96,6 +120,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
+            .field("topology", &self.topology)
             .finish_non_exhaustive()
     }
 }
@@ -151,6 +176,9 @@ impl RedisStoreBuilder {
                 "redis timeouts must be greater than zero",
             ));
         }
+        if let Some(conn) = self.connect_distributed()? {
+            return Ok(self.finish(conn));
+        }
         let client = redis::Client::open(self.url.as_str()).map_err(store_error)?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
@@ -161,14 +189,65 @@ impl RedisStoreBuilder {
             .set_min_delay(Duration::from_millis(10))
             .set_max_delay(self.max_reconnect_delay);
         let conn = ConnectionManager::new_lazy_with_config(client, config).map_err(store_error)?;
-        Ok(RedisStore {
+        Ok(self.finish(Backend::Single(conn)))
+    }
+
+    /// The connection of a cluster or sentinel topology; `None` for one Redis.
+    fn connect_distributed(&self) -> Result<Option<Backend>, StoreError> {
+        match &self.topology {
+            Topology::Single => Ok(None),
+            #[cfg(feature = "redis-cluster")]
+            Topology::Cluster(nodes) => {
+                if self.prefix.contains('{') || self.prefix.contains('}') {
+                    // A brace in the prefix would become every key's hash tag.
+                    return Err(StoreError::config(
+                        "a Redis Cluster prefix must not contain { or }",
+                    ));
+                }
+                cluster::connect(
+                    nodes,
+                    self.response_timeout,
+                    self.connect_timeout,
+                    self.max_reconnect_delay,
+                )
+                .map(Some)
+            }
+            #[cfg(feature = "redis-sentinel")]
+            Topology::Sentinel { sentinels, master } => sentinel::connect(
+                sentinels,
+                master,
+                self.response_timeout,
+                self.connect_timeout,
+            )
+            .map(Some),
+        }
+    }
+
+    fn finish(self, conn: Backend) -> RedisStore {
+        RedisStore {
             conn,
             script: Arc::new(Script::new(include_str!("decide.lua"))),
             prefix: self.prefix.into(),
             grace_ms: u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
             clock: self.clock,
-        })
+        }
     }
+}
+
+/// How `decide.lua` runs: plainly, or one step of a decision spanning cluster slots.
+#[derive(Debug, Clone, Copy)]
+enum Mode<'a> {
+    /// Decide and commit all or nothing.
+    Plain,
+    /// As `Plain`, and return one refund mark per limit when admitted.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    Charge,
+    /// Decide without writing.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    Probe,
+    /// Give back a charge that left these marks, then report each limit at cost 0.
+    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
+    Refund(&'a [i64]),
 }
 
 impl RedisStore {
@@ -182,7 +261,59 @@ impl RedisStore {
             max_reconnect_delay: Duration::from_secs(1),
             grace: Duration::from_secs(1),
             clock: None,
+            topology: Topology::Single,
         }
+    }
+
+    /// Configures a store for the Redis Cluster reached through these seed nodes
+    /// (`redis://host:port` each; one reachable node is enough, the client discovers
+    /// the others). The other builder settings apply to every node.
+    ///
+    /// Must be built inside a Tokio runtime (the cluster client runs a task).
+    ///
+    /// ```no_run
+    /// use tollgate::store::RedisStore;
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), tollgate::store::StoreError> {
+    /// let store = RedisStore::cluster(["redis://10.0.0.1:7000", "redis://10.0.0.2:7000"]).build()?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "redis-cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-cluster")))]
+    pub fn cluster<I, S>(nodes: I) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let nodes: Vec<String> = nodes.into_iter().map(Into::into).collect();
+        let mut builder = RedisStore::builder(nodes.first().cloned().unwrap_or_default());
+        builder.topology = Topology::Cluster(nodes);
+        builder
+    }
+
+    /// Configures a store for the primary of `master` as these sentinels
+    /// (`redis://host:26379` each) report it, followed across failovers.
+    ///
+    /// ```no_run
+    /// use tollgate::store::RedisStore;
+    ///
+    /// let store = RedisStore::sentinel(["redis://10.0.0.1:26379"], "mymaster").build()?;
+    /// # Ok::<(), tollgate::store::StoreError>(())
+    /// ```
+    #[cfg(feature = "redis-sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-sentinel")))]
+    pub fn sentinel<I, S>(sentinels: I, master: impl Into<String>) -> RedisStoreBuilder
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        let sentinels: Vec<String> = sentinels.into_iter().map(Into::into).collect();
+        let mut builder = RedisStore::builder(sentinels.first().cloned().unwrap_or_default());
+        builder.topology = Topology::Sentinel {
+            sentinels,
+            master: master.into(),
+        };
+        builder
     }
 
     /// The full Redis key a check's state lives under.
@@ -191,12 +322,33 @@ impl RedisStore {
     }
 
     async fn run(&self, checks: &[Check], cost: u64) -> Result<Vec<Verdict>, StoreError> {
+        #[cfg(feature = "redis-cluster")]
+        if self.conn.is_cluster() && checks.len() > 1 {
+            let keys: Vec<String> = checks.iter().map(|c| self.redis_key(c)).collect();
+            if let Some(groups) = spanning::groups(&keys) {
+                return spanning::decide(self, checks, &groups, cost).await;
+            }
+        }
+        self.eval(checks, cost, Mode::Plain)
+            .await
+            .map(|(verdicts, _)| verdicts)
+    }
+
+    /// One run of `decide.lua` over `checks`: the verdicts, and the refund marks when
+    /// `mode` is [`Mode::Charge`] and the checks admitted.
+    async fn eval<'c>(
+        &self,
+        checks: impl IntoIterator<Item = &'c Check>,
+        cost: u64,
+        mode: Mode<'_>,
+    ) -> Result<(Vec<Verdict>, Vec<i64>), StoreError> {
         let mut invocation = self.script.prepare_invoke();
         let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         invocation
             .arg(now.as_deref().unwrap_or(""))
             .arg(cost)
             .arg(self.grace_ms);
+        let mut n = 0;
         for check in checks {
             let spec = &check.spec;
             invocation
@@ -206,20 +358,33 @@ impl RedisStore {
                 .arg(spec.period_ms())
                 .arg(spec.burst())
                 .arg(spec.interval_us());
+            n += 1;
         }
-        let mut conn = self.conn.clone();
-        let reply: Vec<i64> = invocation
-            .invoke_async(&mut conn)
-            .await
-            .map_err(store_error)?;
-        if reply.len() != checks.len() * 4 {
+        match mode {
+            Mode::Plain => {}
+            Mode::Charge => {
+                invocation.arg("charge");
+            }
+            Mode::Probe => {
+                invocation.arg("probe");
+            }
+            Mode::Refund(marks) => {
+                invocation.arg("refund").arg(marks);
+            }
+        }
+        let mut reply = self.conn.invoke(&invocation).await.map_err(store_error)?;
+        let marks = match mode {
+            Mode::Charge if reply.len() == n * 5 => reply.split_off(n * 4),
+            _ => Vec::new(),
+        };
+        if reply.len() != n * 4 {
             return Err(StoreError::protocol(format!(
                 "expected {} integers, got {}",
-                checks.len() * 4,
+                n * 4,
                 reply.len()
             )));
         }
-        Ok(reply
+        let verdicts = reply
             .chunks_exact(4)
             .map(|v| Verdict {
                 allowed: v[0] == 1,
@@ -227,7 +392,8 @@ impl RedisStore {
                 reset_after_us: v[2],
                 retry_after_us: v[3],
             })
-            .collect())
+            .collect();
+        Ok((verdicts, marks))
     }
 }
 
@@ -240,14 +406,12 @@ impl Store for RedisStore {
         Box::pin(self.run(checks, cost))
     }
 
+    fn is_partitioned(&self) -> bool {
+        self.conn.is_cluster()
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
-        Box::pin(async move {
-            let mut conn = self.conn.clone();
-            redis::cmd("PING")
-                .query_async::<()>(&mut conn)
-                .await
-                .map_err(store_error)
-        })
+        Box::pin(async move { self.conn.ping().await.map_err(store_error) })
     }
 }
 
