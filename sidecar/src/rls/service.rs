@@ -99,8 +99,8 @@ impl RateLimitService for RlsService {
 enum Plan {
     /// No rule applies (or it was replaced): OK, nothing counted.
     Unmatched,
-    /// `unlimited: true`: OK, nothing counted.
-    Unlimited,
+    /// `unlimited: true`: OK, nothing counted (the rule's place, for metrics).
+    Unlimited(Arc<str>),
     /// Decide `hits` of `rule` under `key`.
     Limit {
         rule: Arc<Rule>,
@@ -192,7 +192,7 @@ async fn should_rate_limit(
     for ((plan, answer), d) in plans.iter().zip(&answers).zip(&request.descriptors) {
         let result = match plan {
             Plan::Unmatched => "unmatched",
-            Plan::Unlimited => "unlimited",
+            Plan::Unlimited(_) => "unlimited",
             Plan::Limit { .. } if answer.over => "over_limit",
             Plan::Limit { .. } if answer.shadow_over => "shadow_over_limit",
             Plan::Limit { .. } => "ok",
@@ -204,7 +204,7 @@ async fn should_rate_limit(
                 code: Code::Ok as i32,
                 ..DescriptorStatus::default()
             },
-            Plan::Unlimited => DescriptorStatus {
+            Plan::Unlimited(_) => DescriptorStatus {
                 code: Code::Ok as i32,
                 limit_remaining: u32::MAX,
                 ..DescriptorStatus::default()
@@ -283,7 +283,7 @@ fn plan(
         }
     };
     if rule.unlimited {
-        return Ok(Plan::Unlimited);
+        return Ok(Plan::Unlimited(rule.path.clone()));
     }
     let hits = match &d.hits_addend {
         Some(h) => h.value,
@@ -507,7 +507,7 @@ fn descriptor_label(plan: &Plan, d: &RateLimitDescriptor) -> SharedString {
                 .join("."),
         ),
         Plan::Limit { rule, .. } => SharedString::from(rule.path.clone()),
-        Plan::Unlimited => SharedString::const_str("(unlimited)"),
+        Plan::Unlimited(path) => SharedString::from(path.clone()),
         Plan::Unmatched => SharedString::const_str("(none)"),
     }
 }
