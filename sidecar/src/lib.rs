@@ -12,6 +12,8 @@
 //! - [`proxy`]: routing, round-robin upstreams, hop-by-hop headers, 502/504.
 //! - [`server`]: the accept loop (HTTP/1.1 + h2c) and its graceful drain.
 //! - [`admin`]: `/health`, `/ready`, `/metrics`, `/config`, `POST /check`.
+//! - [`rls`]: Envoy's rate limit service (`--rls-listen`), configured with
+//!   envoyproxy/ratelimit's YAML, on the same limiter.
 //! - [`telemetry`]: logs, the metrics recorder and the sidecar's metric families.
 //! - [`demo`]: the demo upstream.
 //!
@@ -21,7 +23,8 @@
 //!
 //! [`Sidecar::bind`] validates nothing more (the configuration is already validated),
 //! sets up the metrics recorder ([`telemetry::Recorder`]), builds the runtime and binds
-//! both ports; [`Sidecar::with_reload`] names the [`ConfigSource`]
+//! its ports (the proxy unless it is off, the admin port, the rate limit service if
+//! configured); [`Sidecar::with_reload`] names the [`ConfigSource`]
 //! to reload from; [`Sidecar::run`] serves until the shutdown
 //! future resolves, then reports not-ready, stops accepting, drains in-flight requests
 //! within the grace period and returns.

@@ -492,7 +492,26 @@ async fn atomic_false_records_the_debit_that_crosses_the_limit() {
         run("tokens-atomic").await,
         [(OK, 100), (OK, 20), (OK, 20), (OVER, 0), (OK, 20)]
     );
-    let _ = &mut c;
+    // The reference's own token-quota run (integration-test/scripts/token-quota.sh):
+    // 2 per unit, a check of 0 before and a debit of 1 after each request: requests
+    // 1 to 3 pass the check, the 4th is refused.
+    let v = unique();
+    let mut passed = Vec::new();
+    for _ in 0..4 {
+        let mut check = descriptor(&[("service", &v)]);
+        check.hits_addend = Some(UInt64Value { value: 0 });
+        check.limit = Some(RateLimitOverride {
+            requests_per_unit: 2,
+            unit: HOUR,
+        });
+        let r = ok(&mut c, request("tokens-reference", vec![check.clone()], 1)).await;
+        passed.push(r.overall_code == OK);
+        if r.overall_code == OK {
+            check.hits_addend = Some(UInt64Value { value: 1 });
+            ok(&mut c, request("tokens-reference", vec![check], 1)).await;
+        }
+    }
+    assert_eq!(passed, [true, true, true, false]);
     sidecar.stop().await;
 }
 

@@ -130,6 +130,11 @@ pub struct Rule {
     pub algorithm: Algorithm,
     /// The limit to decide; `None` for `unlimited` or zero requests per unit.
     pub limit: Option<Limit>,
+    /// For fixed windows in `atomic: false` domains: the same window with room far
+    /// above `requests_per_unit`, so that every request is counted — the one that
+    /// crosses the limit and those after it too — as the reference counts them. The
+    /// answer is then computed from the count (`over` when it exceeds the limit).
+    pub counting: Option<Limit>,
     /// `unlimited: true`: always OK, never counted.
     pub unlimited: bool,
     /// `shadow_mode: true`: decided and counted, always answered OK.
@@ -192,11 +197,19 @@ impl Rule {
             // The key is given per request, never extracted.
             Some(Limit::new(display, spec, Key::global()))
         };
+        let counting = match (&limit, algorithm) {
+            (Some(limit), Algorithm::FixedWindow) => {
+                counting_spec(u64::from(requests_per_unit), unit)
+                    .map(|spec| Limit::new(limit.name(), spec, Key::global()))
+            }
+            _ => None,
+        };
         Ok(Rule {
             requests_per_unit,
             unit,
             algorithm,
             limit,
+            counting,
             unlimited,
             shadow: false,
             detailed_metric: false,
@@ -205,6 +218,21 @@ impl Rule {
             path,
         })
     }
+}
+
+/// A fixed window of one `unit` with the largest quota Tollgate decides exactly for it
+/// (at most 2³³), when that is above `limit`.
+fn counting_spec(limit: u64, unit: Unit) -> Option<LimitSpec> {
+    let period = Duration::from_secs(unit.seconds());
+    let mut quota = (1u64 << 50) / (unit.seconds() * 1000);
+    quota = quota.min(1 << 33);
+    while quota > limit {
+        if let Ok(spec) = LimitSpec::new(Algorithm::FixedWindow, quota, period, None) {
+            return Some(spec);
+        }
+        quota /= 2;
+    }
+    None
 }
 
 /// Tollgate's name alphabet (limit names end storage keys and fill headers).

@@ -10,12 +10,14 @@
 //!   several hits values the calls run one after another; after a refusal the later
 //!   calls only read (hits 0), so nothing more is charged.
 //! - `atomic: false` (the reference's behaviour): every descriptor is decided and
-//!   charged on its own; a request that crosses a limit is still counted, up to the
-//!   limit, and a descriptor with zero hits is over the limit when nothing is left.
+//!   charged on its own, and a fixed window counts every request's hits, the request
+//!   that crosses the limit and those after it included; a descriptor is over when its
+//!   count exceeds the limit (GCRA and sliding windows never count a refused request).
 //! - Shadow descriptors are always decided on their own (they must never keep an
 //!   enforced descriptor from being charged) and always answered OK.
 //!
-//! The whole store phase is bounded by the limiter's timeout; when the store fails the
+//! Every store call is bounded by the limiter's timeout (the whole phase by 1.5 times
+//! it, for requests with several hits values); when the store fails the
 //! failure mode answers: `open` → OK, `closed` → gRPC `UNAVAILABLE` (Envoy's
 //! `failure_mode_deny` then decides), `local` → this process's fallback store.
 
@@ -32,7 +34,6 @@ use envoy_types::pb::envoy::service::ratelimit::v3::{RateLimitRequest, RateLimit
 use envoy_types::pb::google::protobuf::Duration as PbDuration;
 use metrics::SharedString;
 use tollgate::limiter::LimitStatus;
-use tollgate::policy::Limit;
 use tollgate::{Algorithm, Decision, DecisionKind, FailureMode};
 use tonic::{Request, Response, Status};
 
@@ -157,6 +158,12 @@ async fn should_rate_limit(
         if d.entries.len() > MAX_ENTRIES {
             return invalid(format!("descriptors[{i}]: at most {MAX_ENTRIES} entries"));
         }
+        if d.is_negative_hits {
+            // A refund: the store has no way to give units back.
+            return invalid(format!(
+                "descriptors[{i}]: is_negative_hits is not supported"
+            ));
+        }
         match plan(&request.domain, domain, d, request.hits_addend) {
             Ok(p) => plans.push(p),
             Err(reason) => return invalid(format!("descriptors[{i}]: {reason}")),
@@ -166,7 +173,9 @@ async fn should_rate_limit(
 
     let atomic = domain.is_none_or(|d| d.atomic);
     let limiter = &runtime.limiter;
-    let bound = runtime.config.limiter.timeout;
+    // The limiter bounds each store call by its timeout and applies the failure mode
+    // itself; this outer bound (half as long again) only catches calls that queue up.
+    let bound = runtime.config.limiter.timeout.mul_f32(1.5);
     let decided = tokio::time::timeout(bound, decide(limiter, &plans, atomic)).await;
     let (answers, template) = match decided {
         Ok(Ok(done)) => done,
@@ -348,29 +357,23 @@ async fn decide(
             _ => None,
         })
         .collect();
-    let alone_decisions = futures_util::future::join_all(alone.iter().map(|&i| {
-        let (limit, key, hits) = match &plans[i] {
-            Plan::Limit { rule, key, hits } => (rule.limit.as_ref(), key.as_str(), *hits),
-            _ => (None, "", 0),
-        };
-        async move {
-            match limit {
-                Some(limit) => decide_alone(limiter, limit, key, hits, atomic)
-                    .await
-                    .map(Some),
-                None => Ok(None),
+    let alone_decisions = futures_util::future::join_all(alone.iter().map(|&i| async move {
+        match &plans[i] {
+            Plan::Limit { rule, key, hits } => {
+                decide_alone(limiter, rule, key, *hits, atomic).await
             }
+            _ => Ok(None),
         }
     }))
     .await;
     for (&i, result) in alone.iter().zip(alone_decisions) {
-        let Plan::Limit { rule, hits, .. } = &plans[i] else {
+        let Plan::Limit { rule, .. } = &plans[i] else {
             continue;
         };
         let Some((decision, status)) = result? else {
             continue;
         };
-        answers[i] = answer(rule, *hits, status.as_ref(), !atomic);
+        answers[i] = answer(rule, status.as_ref());
         template.get_or_insert(decision);
     }
 
@@ -421,7 +424,7 @@ async fn decide(
         refused |= decision.kind == DecisionKind::Limited;
         for (n, &i) in members.iter().enumerate() {
             if let Plan::Limit { rule, .. } = &plans[i] {
-                answers[i] = answer(rule, cost, decision.limits.get(n), false);
+                answers[i] = answer(rule, decision.limits.get(n));
             }
         }
         template.get_or_insert(decision);
@@ -429,45 +432,42 @@ async fn decide(
     Ok((answers, template))
 }
 
-/// One descriptor decided on its own. In a non-atomic domain a request that crosses
-/// the limit is still counted, up to the limit: what remains is charged.
+/// One descriptor decided on its own. A fixed window of an `atomic: false` domain is
+/// counted as the reference counts it ([`Rule::counting`]): every request adds its
+/// hits, and the descriptor is over when the count exceeds the limit.
 async fn decide_alone(
     limiter: &tollgate::RateLimiter,
-    limit: &Limit,
+    rule: &Rule,
     key: &str,
     hits: u64,
     atomic: bool,
-) -> Result<(Decision, Option<LimitStatus>), Closed> {
-    let one = [(limit.clone(), key.to_owned())];
-    let first = limiter
+) -> Result<Option<(Decision, Option<LimitStatus>)>, Closed> {
+    let (limit, counting) = match (&rule.limit, &rule.counting) {
+        (Some(limit), Some(counting)) if !atomic => (limit, Some(counting)),
+        (Some(limit), _) => (limit, None),
+        (None, _) => return Ok(None),
+    };
+    let one = [(counting.unwrap_or(limit).clone(), key.to_owned())];
+    let decision = limiter
         .decide_many(POLICY, &one, hits)
         .await
         .map_err(|_| Closed)?;
-    if matches!(first.kind, DecisionKind::FailedClosed { .. }) {
+    if matches!(decision.kind, DecisionKind::FailedClosed { .. }) {
         return Err(Closed);
     }
-    let remaining = first.limits.first().map_or(0, |s| s.verdict.remaining);
-    if !atomic && first.kind == DecisionKind::Limited && remaining > 0 && hits > 0 {
-        if let Ok(second) = limiter.decide_many(POLICY, &one, remaining).await {
-            if second.kind == DecisionKind::Allowed {
-                let mut status = second.limits.first().cloned();
-                if let Some(s) = status.as_mut() {
-                    s.verdict.allowed = false;
-                }
-                return Ok((first, status));
-            }
-        }
+    let mut status = decision.limits.first().cloned();
+    if let (Some(counting), Some(s)) = (counting, status.as_mut()) {
+        // The count after this request, from what the roomy window has left.
+        let count = counting.spec().quota().saturating_sub(s.verdict.remaining);
+        let quota = limit.spec().quota();
+        s.verdict.allowed = s.verdict.allowed && count <= quota;
+        s.verdict.remaining = quota.saturating_sub(count);
+        s.spec = *limit.spec();
     }
-    let status = first.limits.first().cloned();
-    Ok((first, status))
+    Ok(Some((decision, status)))
 }
 
-fn answer(
-    rule: &Rule,
-    hits: u64,
-    status: Option<&LimitStatus>,
-    zero_hits_need_room: bool,
-) -> Answer {
+fn answer(rule: &Rule, status: Option<&LimitStatus>) -> Answer {
     let Some(status) = status else {
         // The store did not answer and the failure mode let it pass (or no limit).
         let over = rule.limit.is_none();
@@ -479,7 +479,7 @@ fn answer(
         };
     };
     let remaining = u32::try_from(status.verdict.remaining).unwrap_or(u32::MAX);
-    let over = !status.verdict.allowed || (zero_hits_need_room && hits == 0 && remaining == 0);
+    let over = !status.verdict.allowed;
     Answer {
         over: over && !rule.shadow,
         shadow_over: over && rule.shadow,
