@@ -67,6 +67,12 @@ pub struct Cli {
     /// File holding the bearer token that POST /check and GET /config require (re-read on reload); /health, /ready and /metrics stay open
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
+    /// Serve Envoy's rate limit service (gRPC, envoy.service.ratelimit.v3) on this address, e.g. 0.0.0.0:8081; needs --rls-config. Without --upstream only this and the admin port are served
+    #[arg(long, env = "TOLLGATE_RLS_LISTEN")]
+    pub rls_listen: Option<String>,
+    /// envoyproxy/ratelimit YAML for the rate limit service: a file or a directory of *.yaml files (reloaded on SIGHUP and when they change)
+    #[arg(long, env = "TOLLGATE_RLS_CONFIG")]
+    pub rls_config: Option<PathBuf>,
     /// TOML configuration file (reloaded on SIGHUP and when it changes)
     #[arg(long, env = "TOLLGATE_CONFIG")]
     pub config: Option<PathBuf>,
@@ -157,6 +163,18 @@ impl Cli {
                     flag_err(flag, format!("{v:?} is not an address like 0.0.0.0:8000"))
                 })?;
             }
+        }
+        if let Some(v) = &self.rls_listen {
+            v.parse::<std::net::SocketAddr>().map_err(|_| {
+                flag_err(
+                    "--rls-listen",
+                    format!("{v:?} is not an address like 0.0.0.0:8081"),
+                )
+            })?;
+            file.rls.listen = Some(v.clone());
+        }
+        if let Some(path) = &self.rls_config {
+            file.rls.config = Some(path.display().to_string());
         }
         if let Some(v) = &self.listen {
             file.listen = Some(v.clone());

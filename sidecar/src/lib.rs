@@ -12,6 +12,8 @@
 //! - [`proxy`]: routing, round-robin upstreams, hop-by-hop headers, 502/504.
 //! - [`server`]: the accept loop (HTTP/1.1 + h2c) and its graceful drain.
 //! - [`admin`]: `/health`, `/ready`, `/metrics`, `/config`, `POST /check`.
+//! - [`rls`]: Envoy's rate limit service (`--rls-listen`), configured with
+//!   envoyproxy/ratelimit's YAML, on the same limiter.
 //! - [`telemetry`]: logs, the metrics recorder and the sidecar's metric families.
 //! - [`demo`]: the demo upstream.
 //!
@@ -21,7 +23,8 @@
 //!
 //! [`Sidecar::bind`] validates nothing more (the configuration is already validated),
 //! sets up the metrics recorder ([`telemetry::Recorder`]), builds the runtime and binds
-//! both ports; [`Sidecar::with_reload`] names the [`ConfigSource`]
+//! its ports (the proxy unless it is off, the admin port, the rate limit service if
+//! configured); [`Sidecar::with_reload`] names the [`ConfigSource`]
 //! to reload from; [`Sidecar::run`] serves until the shutdown
 //! future resolves, then reports not-ready, stops accepting, drains in-flight requests
 //! within the grace period and returns.
@@ -34,6 +37,7 @@ pub mod config;
 pub mod demo;
 pub mod proxy;
 pub mod reload;
+pub mod rls;
 pub mod runtime;
 pub mod server;
 pub mod telemetry;
@@ -53,8 +57,11 @@ use crate::telemetry::{Exposition, Recorder};
 
 /// A sidecar with its ports bound, ready to [`run`](Sidecar::run).
 pub struct Sidecar {
-    proxy: TcpListener,
+    /// `None` when the proxy is off (no upstream, rate limit service only).
+    proxy: Option<TcpListener>,
     admin: TcpListener,
+    /// Envoy's rate limit service, when configured.
+    rls: Option<TcpListener>,
     state: Shared,
     stores: Arc<Stores>,
     metrics: Exposition,
@@ -91,16 +98,27 @@ impl Sidecar {
         let metrics = telemetry::setup(recorder)?;
         let stores = Arc::new(Stores::default());
         let (listen, admin_listen) = (config.listen, config.admin_listen);
+        let (proxy_enabled, rls_listen) =
+            (config.proxy_enabled, config.rls.as_ref().map(|r| r.listen));
         let runtime = Runtime::build(config, &stores)?;
-        let proxy = TcpListener::bind(listen)
-            .await
-            .with_context(|| format!("cannot listen on {listen}"))?;
-        let admin = TcpListener::bind(admin_listen)
-            .await
-            .with_context(|| format!("cannot listen on {admin_listen}"))?;
+        let bind = |addr: SocketAddr| async move {
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr}"))
+        };
+        let proxy = match proxy_enabled {
+            true => Some(bind(listen).await?),
+            false => None,
+        };
+        let admin = bind(admin_listen).await?;
+        let rls = match rls_listen {
+            Some(addr) => Some(bind(addr).await?),
+            None => None,
+        };
         Ok(Sidecar {
             proxy,
             admin,
+            rls,
             state: Arc::new(ArcSwap::from_pointee(runtime)),
             stores,
             metrics,
@@ -120,8 +138,23 @@ impl Sidecar {
     }
 
     /// The proxy's bound address.
+    ///
+    /// # Errors
+    ///
+    /// `NotConnected` when the proxy is off (no upstream, rate limit service only).
     pub fn proxy_addr(&self) -> std::io::Result<SocketAddr> {
-        self.proxy.local_addr()
+        match &self.proxy {
+            Some(proxy) => proxy.local_addr(),
+            None => Err(std::io::Error::new(
+                std::io::ErrorKind::NotConnected,
+                "the proxy is off: no upstream is configured",
+            )),
+        }
+    }
+
+    /// The rate limit service's bound address, when it is configured.
+    pub fn rls_addr(&self) -> Option<SocketAddr> {
+        self.rls.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The admin server's bound address.
@@ -146,9 +179,15 @@ impl Sidecar {
     /// When the admin server fails.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
         let runtime = self.state.load_full();
+        let show = |l: &Option<TcpListener>| {
+            l.as_ref()
+                .and_then(|l| l.local_addr().ok())
+                .map_or_else(|| "off".to_owned(), |a| a.to_string())
+        };
         tracing::info!(
-            proxy = %self.proxy.local_addr()?,
+            proxy = %show(&self.proxy),
             admin = %self.admin.local_addr()?,
+            rls = %show(&self.rls),
             store = runtime.limiter.store_kind(),
             node = %runtime.config.node_id,
             policies = runtime.limiter.policies().len(),
@@ -177,14 +216,39 @@ impl Sidecar {
             ))
         });
 
+        // Told once the shutdown begins, so the RLS drains alongside the proxy.
+        let (stop_rls, rls_stopped) = tokio::sync::watch::channel(false);
+        let rls = self.rls.map(|listener| {
+            let grace = runtime_grace(&self.state);
+            let mut stopped = rls_stopped.clone();
+            tokio::spawn(rls::serve(
+                listener,
+                self.state.clone(),
+                grace,
+                async move {
+                    let _ = stopped.wait_for(|stop| *stop).await;
+                },
+            ))
+        });
         let serving = self.serving.clone();
-        server::serve(self.proxy, self.state, async move {
+        let shutdown = async move {
             shutdown.await;
             // Not ready first, so balancers stop sending before the drain starts.
             serving.store(false, Ordering::Release);
             tracing::info!("shutdown requested");
-        })
-        .await;
+            let _ = stop_rls.send(true);
+        };
+        match self.proxy {
+            Some(proxy) => server::serve(proxy, self.state.clone(), shutdown).await,
+            None => shutdown.await,
+        }
+        if let Some(rls) = rls {
+            match rls.await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => tracing::warn!(error = %e, "rate limit service ended with an error"),
+                Err(e) => tracing::warn!(error = %e, "rate limit service task failed"),
+            }
+        }
 
         if let Some(watcher) = watcher {
             watcher.abort();
@@ -194,6 +258,11 @@ impl Sidecar {
         tracing::info!("stopped");
         Ok(())
     }
+}
+
+/// The drain time in force.
+fn runtime_grace(state: &Shared) -> std::time::Duration {
+    state.load().config.proxy.shutdown_grace
 }
 
 /// Resolves on SIGTERM or SIGINT.

@@ -29,8 +29,18 @@ pub fn reload(source: &ConfigSource, state: &Shared, stores: &Stores) -> bool {
     let node = telemetry::node_label(&state.load().config.node_id);
     let result = source.load().map_err(|e| e.to_string()).and_then(|config| {
         let old = state.load();
-        if config.listen != old.config.listen || config.admin_listen != old.config.admin_listen {
-            return Err("listen addresses cannot change on reload; restart to move them".into());
+        let rls_listen = |c: &crate::config::Config| c.rls.as_ref().map(|r| r.listen);
+        if config.listen != old.config.listen
+            || config.admin_listen != old.config.admin_listen
+            || rls_listen(&config) != rls_listen(&old.config)
+        {
+            return Err(
+                "listen addresses (rls.listen included) cannot change on reload; restart to move them"
+                    .into(),
+            );
+        }
+        if config.proxy_enabled != old.config.proxy_enabled {
+            return Err("the proxy cannot be switched on or off on reload (upstreams added or all removed); restart".into());
         }
         if config.node_id != old.config.node_id {
             // The `node` label is fixed when the metrics are registered.
@@ -59,10 +69,37 @@ pub fn reload(source: &ConfigSource, state: &Shared, stores: &Stores) -> bool {
 /// What identifies a version of the file: a hash of its bytes.
 fn stamp(path: &Path) -> Option<u64> {
     let bytes = std::fs::read(path).ok()?;
-    Some(std::hash::BuildHasher::hash_one(
+    Some(hash(&bytes))
+}
+
+fn hash(value: &impl std::hash::Hash) -> u64 {
+    std::hash::BuildHasher::hash_one(
         &std::hash::BuildHasherDefault::<std::collections::hash_map::DefaultHasher>::default(),
-        &bytes,
-    ))
+        value,
+    )
+}
+
+/// What identifies a version of the configuration: the TOML file and the rate limit
+/// service's YAML (a directory's listing included, so an added file is seen).
+fn stamps(path: Option<&Path>, state: &Shared) -> (Option<u64>, Option<u64>) {
+    let rls = state.load().config.rls.as_ref().map(|r| r.path.clone());
+    let rls = rls.and_then(|p| {
+        if p.is_dir() {
+            let mut entries: Vec<_> = std::fs::read_dir(&p)
+                .ok()?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .collect();
+            entries.sort();
+            let contents: Vec<_> = entries
+                .iter()
+                .map(|e| (e.clone(), std::fs::read(e).ok()))
+                .collect();
+            Some(hash(&contents))
+        } else {
+            stamp(&p)
+        }
+    });
+    (path.and_then(stamp), rls)
 }
 
 /// Reloads from `source` on SIGHUP and whenever its file changes, forever.
@@ -76,7 +113,7 @@ pub async fn watch(source: ConfigSource, state: Shared, stores: Arc<Stores>) {
         }
     };
     let path = source.path();
-    let mut last = path.and_then(stamp);
+    let mut last = stamps(path, &state);
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         #[cfg(unix)]
@@ -94,15 +131,18 @@ pub async fn watch(source: ConfigSource, state: Shared, stores: Arc<Stores>) {
             () = hup => {
                 tracing::info!("SIGHUP: reloading");
                 reload(&source, &state, &stores);
-                last = path.and_then(stamp);
+                last = stamps(path, &state);
             }
             _ = tick.tick() => {
-                let Some(path) = path else { continue };
-                let now = stamp(path);
-                if now.is_some() && now != last {
-                    last = now;
-                    tracing::info!(file = %path.display(), "config file changed: reloading");
+                let now = stamps(path, &state);
+                // A file that cannot be read (mid-write, deleted) is not a change yet.
+                let changed = (now.0.is_some() && now.0 != last.0)
+                    || (now.1.is_some() && now.1 != last.1);
+                if changed {
+                    tracing::info!(source = %source.origin(), "configuration files changed: reloading");
                     reload(&source, &state, &stores);
+                    // The reload may have pointed rls.config elsewhere.
+                    last = stamps(path, &state);
                 }
             }
         }

@@ -37,6 +37,10 @@ pub(crate) const UPSTREAM_ERRORS: &str = "tollgate_upstream_errors_total";
 pub(crate) const UPSTREAM_RETRIES: &str = "tollgate_upstream_retries_total";
 /// Configuration reloads, by result.
 pub(crate) const CONFIG_RELOADS: &str = "tollgate_config_reloads_total";
+/// `ShouldRateLimit` calls answered by the rate limit service, by domain and code.
+pub(crate) const RLS_REQUESTS: &str = "tollgate_rls_requests_total";
+/// Descriptors decided by the rate limit service, by domain, descriptor and result.
+pub(crate) const RLS_DESCRIPTORS: &str = "tollgate_rls_descriptors_total";
 
 /// Where the sidecar's metrics (and its limiter's) are recorded and rendered.
 #[derive(Clone, Default)]
@@ -196,6 +200,16 @@ pub fn describe() {
         CONFIG_RELOADS,
         Unit::Count,
         "Configuration reloads, by result (ok, error)."
+    );
+    metrics::describe_counter!(
+        RLS_REQUESTS,
+        Unit::Count,
+        "ShouldRateLimit calls of Envoy's rate limit service, by domain and code (ok, over_limit, unavailable, invalid)."
+    );
+    metrics::describe_counter!(
+        RLS_DESCRIPTORS,
+        Unit::Count,
+        "Descriptors decided by Envoy's rate limit service, by domain, descriptor (the rule's place in its file; the request's values with detailed_metric) and result (ok, over_limit, shadow_over_limit, unlimited, unmatched)."
     );
 }
 

@@ -17,6 +17,36 @@ use common::{eventually, metric_value};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
 
+/// One `ShouldRateLimit` call to the rate limit service at `addr`.
+async fn rls_call(addr: SocketAddr) {
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::rate_limit_descriptor::Entry;
+    use envoy_types::pb::envoy::extensions::common::ratelimit::v3::RateLimitDescriptor;
+    use envoy_types::pb::envoy::service::ratelimit::v3::rate_limit_service_client::RateLimitServiceClient;
+    use envoy_types::pb::envoy::service::ratelimit::v3::RateLimitRequest;
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
+        .expect("uri")
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await
+        .expect("connect");
+    let request = RateLimitRequest {
+        domain: "d".into(),
+        descriptors: vec![RateLimitDescriptor {
+            entries: vec![Entry {
+                key: "k".into(),
+                value: "v".into(),
+            }],
+            ..RateLimitDescriptor::default()
+        }],
+        hits_addend: 1,
+    };
+    let answer = RateLimitServiceClient::new(channel)
+        .should_rate_limit(request)
+        .await
+        .expect("answered");
+    assert_eq!(answer.into_inner().statuses.len(), 1);
+}
+
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
@@ -565,13 +595,23 @@ async fn metrics_pass_promtool_and_match_the_docs() {
     let mut redis = support::RedisServer::start();
     let upstream = common::upstream().await;
     let dead = free_addr(); // nothing listens there: connection refused
-    let (proxy, admin) = (free_addr(), free_addr());
+    let (proxy, admin, rls) = (free_addr(), free_addr(), free_addr());
     let path = temp_file("promtool.toml");
+    // Envoy's rate limit service too, so that its families are shown.
+    let rules = path.with_file_name("rules.yaml");
+    write(
+        &rules,
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 5}\n",
+    );
     let text = format!(
         r#"
 listen = "{proxy}"
 admin_listen = "{admin}"
 node_id = "promtool"
+
+[rls]
+listen = "{rls}"
+config = "{rules}"
 
 [redis]
 url = "{url}"
@@ -603,7 +643,8 @@ name = "per-key"
 rate = "2/m"
 key = "header:x-api-key"
 "#,
-        url = redis.url()
+        url = redis.url(),
+        rules = rules.display()
     );
     write(&path, &text);
     let child = spawn_with_config(&path);
@@ -617,6 +658,7 @@ key = "header:x-api-key"
     assert_eq!(statuses, [200, 200, 429, 429]);
     let res = common::get_url(format!("http://{proxy}/dead")).await;
     assert_eq!(res.status(), 502);
+    rls_call(rls).await;
     signal(&child.0, "-HUP");
     // Redis gone: the store error is counted and the local fallback decides.
     redis.kill();

@@ -173,6 +173,59 @@ impl RateLimiter {
         Ok(self.decide(pending).await)
     }
 
+    /// Decides several ad-hoc limits together, for decision APIs whose callers name
+    /// many counters at once (the sidecar's Envoy rate limit service): each `(limit,
+    /// key)` pair is counted under `key`, and all of them are decided in **one** store
+    /// call — all-or-nothing: either every limit admits `cost` units and all are
+    /// charged, or none is. The deny cache, breaker, timeout and failure mode apply as
+    /// for policies; `policy` names the decision in metrics and is the first part of
+    /// every storage key (`{policy:key}:limit`, a Redis Cluster hash tag per key).
+    ///
+    /// ```
+    /// use tollgate::key::Key;
+    /// use tollgate::policy::Limit;
+    /// use tollgate::{DecisionKind, RateLimiter};
+    ///
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let limiter = RateLimiter::builder().build()?;
+    /// let per_user = Limit::new("user", "2/m".parse()?, Key::global());
+    /// let per_org = Limit::new("org", "3/m".parse()?, Key::global());
+    /// let limits = [(per_user.clone(), "u1".to_owned()), (per_org, "acme".to_owned())];
+    /// assert_eq!(limiter.decide_many("api", &limits, 1).await?.kind, DecisionKind::Allowed);
+    /// assert_eq!(limiter.decide_many("api", &limits, 1).await?.kind, DecisionKind::Allowed);
+    /// // The user's limit refuses the third, so the org's is not charged either.
+    /// let third = limiter.decide_many("api", &limits, 1).await?;
+    /// assert_eq!(third.kind, DecisionKind::Limited);
+    /// assert_eq!(third.limits[1].verdict.remaining, 1);
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    ///
+    /// [`PolicyError`] when `policy` or a limit's name is not a valid name, or
+    /// `limits` is empty.
+    pub async fn decide_many(
+        &self,
+        policy: &str,
+        limits: &[(Limit, String)],
+        cost: u64,
+    ) -> Result<Decision, PolicyError> {
+        let error = |reason| PolicyError {
+            policy: policy.to_owned(),
+            reason,
+        };
+        check_name(policy).map_err(|e| error(PolicyProblem::PolicyName(e)))?;
+        if limits.is_empty() {
+            return Err(error(PolicyProblem::NoLimits));
+        }
+        let mut pending = Pending::new(policy, cost);
+        for (limit, key) in limits {
+            check_name(&limit.name).map_err(|e| error(PolicyProblem::LimitName(e)))?;
+            pending = pending.limit(limit.name.clone(), limit.spec, key);
+        }
+        Ok(self.decide(pending).await)
+    }
+
     /// Decides one request end to end: [`prepare`](Self::prepare), then
     /// [`decide`](Self::decide).
     pub async fn check(&self, request: &Parts) -> Decision {

@@ -37,6 +37,26 @@ pub struct FileConfig {
     /// Rate-limit policies, first match wins.
     #[serde(default)]
     pub policies: Vec<PolicySection>,
+    /// Envoy's rate limit service (off unless `listen` and `config` are given).
+    #[serde(default, skip_serializing_if = "RlsSection::is_empty")]
+    pub rls: RlsSection,
+}
+
+/// `[rls]`: serve Envoy's rate limit API (`docs/envoy.md`).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RlsSection {
+    /// gRPC address of the rate limit service (`0.0.0.0:8081`).
+    pub listen: Option<String>,
+    /// envoyproxy/ratelimit YAML: a file, or a directory of `*.yaml`/`*.yml` files.
+    pub config: Option<String>,
+}
+
+impl RlsSection {
+    /// Neither field set: the service is off.
+    pub fn is_empty(&self) -> bool {
+        self.listen.is_none() && self.config.is_none()
+    }
 }
 
 /// `[redis]`

@@ -25,7 +25,7 @@ use tollgate::{Algorithm, FailureMode};
 
 pub use self::file::{
     FileConfig, LimitSection, LimiterSection, PolicySection, ProxySection, RedisSection,
-    RouteSection, UpstreamSection,
+    RlsSection, RouteSection, UpstreamSection,
 };
 pub use self::source::ConfigSource;
 
@@ -181,9 +181,23 @@ pub struct Route {
     pub upstream: usize,
 }
 
+/// Envoy's rate limit service, validated: its address and its loaded rules.
+#[derive(Debug, Clone)]
+pub struct RlsSettings {
+    /// The gRPC address.
+    pub listen: SocketAddr,
+    /// The YAML file or directory, re-read on reload and watched for changes.
+    pub path: std::path::PathBuf,
+    /// The domains loaded from it.
+    pub rules: std::sync::Arc<crate::rls::RlsConfig>,
+}
+
 /// A validated configuration.
 #[derive(Debug, Clone)]
 pub struct Config {
+    /// Whether the proxy serves: always, except when no upstream is configured and the
+    /// rate limit service is (then only the RLS and admin ports are bound).
+    pub proxy_enabled: bool,
     /// The proxy's address.
     pub listen: SocketAddr,
     /// The admin server's address.
@@ -202,6 +216,8 @@ pub struct Config {
     pub upstreams: Vec<Upstream>,
     /// Routes, in matching order.
     pub routes: Vec<Route>,
+    /// Envoy's rate limit service, when configured.
+    pub rls: Option<RlsSettings>,
     /// What produced it, for `GET /config` (secrets redacted).
     pub effective: FileConfig,
     /// The bearer token `POST /check` and `GET /config` require, read from

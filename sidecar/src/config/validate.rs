@@ -182,7 +182,14 @@ impl FileConfig {
             shutdown_grace: c.millis("proxy.shutdown_grace_ms", p.shutdown_grace_ms, 10_000)?,
         };
 
-        let upstreams = self.validate_upstreams(&c)?;
+        let rls = self.validate_rls(&c, listen, admin_listen)?;
+        // Without upstreams the proxy is off, when the rate limit service is what is wanted.
+        let proxy_enabled = !(self.upstreams.is_empty() && rls.is_some());
+        let upstreams = if proxy_enabled {
+            self.validate_upstreams(&c)?
+        } else {
+            Vec::new()
+        };
         let routes = self.validate_routes(&c, &upstreams)?;
         let policies = self
             .policies
@@ -204,6 +211,7 @@ impl FileConfig {
                 &upstreams,
                 &routes,
             ),
+            proxy_enabled,
             listen,
             admin_listen,
             node_id,
@@ -214,7 +222,45 @@ impl FileConfig {
             upstreams,
             routes,
             admin_token,
+            rls,
         })
+    }
+
+    fn validate_rls(
+        &self,
+        c: &Checker<'_>,
+        listen: SocketAddr,
+        admin_listen: SocketAddr,
+    ) -> Result<Option<super::RlsSettings>, ConfigError> {
+        let section = &self.rls;
+        let (addr, path) = match (&section.listen, &section.config) {
+            (None, None) => return Ok(None),
+            (Some(_), None) => {
+                return Err(c.err(
+                    "rls.config",
+                    "the rate limit service needs its YAML: give --rls-config PATH or rls.config",
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(c.err(
+                    "rls.listen",
+                    "give the rate limit service an address with --rls-listen or rls.listen",
+                ));
+            }
+            (Some(addr), Some(path)) => (addr, path),
+        };
+        let addr = c.addr("rls.listen", Some(addr), "")?;
+        if addr.port() != 0 && (addr == listen || addr == admin_listen) {
+            return Err(c.err("rls.listen", "must differ from listen and admin_listen"));
+        }
+        let path = std::path::PathBuf::from(path);
+        // Errors name the YAML file, the line and the field.
+        let rules = crate::rls::RlsConfig::load(&path)?;
+        Ok(Some(super::RlsSettings {
+            listen: addr,
+            path,
+            rules: std::sync::Arc::new(rules),
+        }))
     }
 
     /// What `GET /config` shows: this file with every default written out, so an
@@ -364,7 +410,10 @@ impl FileConfig {
         upstreams: &[Upstream],
     ) -> Result<Vec<Route>, ConfigError> {
         if self.routes.is_empty() {
-            // One upstream and no routes: everything goes there.
+            // No upstream (the proxy is off) or one: nothing to route, or everything there.
+            if upstreams.is_empty() {
+                return Ok(Vec::new());
+            }
             if let [_] = upstreams {
                 return Ok(vec![Route {
                     methods: None,
