@@ -12,11 +12,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use tollgate::store::{MemoryStore, RedisStore, Store, StoreError};
+use tollgate::store::{MemoryStore, RedisStore, RedisTls, Store, StoreError};
 use tollgate::{RateLimit, RateLimitLayer, RateLimiter};
 use tower::Layer;
 
-use crate::config::{Config, StoreConfig};
+use crate::config::{Config, RedisSecurity, StoreConfig};
 use crate::proxy::Proxy;
 
 /// The serving half of a configuration.
@@ -54,8 +54,9 @@ impl Stores {
                 url,
                 timeout,
                 prefix,
+                security,
             } => Arc::new(
-                RedisStore::builder(url.clone())
+                secured(RedisStore::builder(url.clone()), security)
                     .response_timeout(*timeout)
                     .prefix(prefix.clone())
                     .build()?,
@@ -64,6 +65,28 @@ impl Stores {
         *current = Some((config.clone(), store.clone()));
         Ok(store)
     }
+}
+
+/// The password and TLS material read from `[redis]`'s files, on a store builder.
+fn secured(
+    mut builder: tollgate::store::RedisStoreBuilder,
+    security: &RedisSecurity,
+) -> tollgate::store::RedisStoreBuilder {
+    if let Some(password) = &security.password {
+        builder = builder.password(password.expose());
+    }
+    if security.ca.is_none() && security.client_identity.is_none() {
+        // A rediss:// URL without files trusts the system's roots.
+        return builder;
+    }
+    let mut tls = RedisTls::new();
+    if let Some(ca) = &security.ca {
+        tls = tls.ca_pem(ca.bytes());
+    }
+    if let Some((cert, key)) = &security.client_identity {
+        tls = tls.client_identity(cert.bytes(), key.bytes());
+    }
+    builder.tls(tls)
 }
 
 /// Why a validated configuration could still not be built.

@@ -14,12 +14,12 @@ use super::{
     Config, ConfigError, FileConfig, LimiterConfig, ProxyConfig, Route, StoreConfig, Upstream,
 };
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     source: &'a str,
 }
 
 impl Checker<'_> {
-    fn err(&self, field: impl Into<String>, reason: impl ToString) -> ConfigError {
+    pub(super) fn err(&self, field: impl Into<String>, reason: impl ToString) -> ConfigError {
         ConfigError {
             origin: self.source.to_owned(),
             field: field.into(),
@@ -117,6 +117,7 @@ impl FileConfig {
                     url: redis.url.clone(),
                     timeout: c.millis("redis.timeout_ms", redis.timeout_ms, 50)?,
                     prefix,
+                    security: super::redis_security::validate(&c, redis)?,
                 }
             }
             None => StoreConfig::Memory {
