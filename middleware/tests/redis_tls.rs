@@ -152,6 +152,7 @@ async fn mutual_tls_works_with_the_client_certificate_and_fails_without() {
         .expect("store");
     let (kind, message) = decide(&without).await.expect_err("no client certificate");
     assert_eq!(kind, StoreErrorKind::Tls, "{message}");
+    assert!(message.contains("alert"), "{message}");
 }
 
 #[tokio::test]

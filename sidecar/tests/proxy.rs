@@ -339,7 +339,7 @@ async fn three_sidecars_share_one_redis_limit_exactly() {
             url: redis.url(),
             // Generous: this test is about sharing, not about timeouts.
             timeout_ms: Some(5_000),
-            prefix: None,
+            ..RedisSection::default()
         });
         file.limiter.timeout_ms = Some(5_000);
         file.limiter.failure_mode = Some("closed".into());
@@ -378,7 +378,7 @@ async fn redis_outage_follows_the_failure_mode_and_recovers() {
         file.redis = Some(RedisSection {
             url: redis.url(),
             timeout_ms: Some(500),
-            prefix: None,
+            ..RedisSection::default()
         });
         file.limiter.timeout_ms = Some(500);
         file.limiter.failure_mode = Some(mode.into());
