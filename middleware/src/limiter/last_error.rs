@@ -1,9 +1,17 @@
-//! The store error of the most recent failed decision, until one succeeds: what a
-//! readiness probe reports when the store answers `PING` but refuses decisions (an ACL
-//! user without `EVALSHA`).
+//! The store error of the most recent failed decision, until one succeeds or it is
+//! [`REMEMBERED`] old: what a readiness probe reports when the store answers `PING` but
+//! refuses decisions (an ACL user without `EVALSHA`).
+//!
+//! It fades by itself because a not-ready instance gets no traffic: without decisions
+//! nothing would ever clear it once the ACL is fixed. While decisions keep failing it is
+//! renewed every second.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+/// How long an error is reported without a newer failure.
+pub(crate) const REMEMBERED: Duration = Duration::from_secs(10);
 
 use crate::store::{StoreError, StoreErrorKind};
 
@@ -11,14 +19,14 @@ use crate::store::{StoreError, StoreErrorKind};
 pub(crate) struct LastError {
     /// Set with `error`; read first, so a healthy store costs successes one relaxed load.
     failing: AtomicBool,
-    error: Mutex<Option<(StoreErrorKind, String)>>,
+    error: Mutex<Option<(Instant, StoreErrorKind, String)>>,
 }
 
 impl LastError {
     /// Remembers `error`. Called at most once a second (with the throttled warning).
     pub(crate) fn set(&self, error: &StoreError) {
         let mut slot = self.error.lock().unwrap_or_else(PoisonError::into_inner);
-        *slot = Some((error.kind(), error.to_string()));
+        *slot = Some((Instant::now(), error.kind(), error.to_string()));
         self.failing.store(true, Ordering::Relaxed);
     }
 
@@ -37,6 +45,8 @@ impl LastError {
         self.error
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+            .as_ref()
+            .filter(|(at, _, _)| at.elapsed() < REMEMBERED)
+            .map(|(_, kind, message)| (*kind, message.clone()))
     }
 }

@@ -125,8 +125,9 @@ impl RateLimiter {
     }
 
     /// The store error of the most recent failed decision (its kind and its `Display`
-    /// text), until a decision succeeds again; sampled at most once a second, with the
-    /// logged warning.
+    /// text), until a decision succeeds again or no decision failed for 10 s; sampled at
+    /// most once a second, with the logged warning. (It fades because an instance that
+    /// reports it as not ready gets no traffic that could clear it.)
     ///
     /// A readiness probe reads it beside [`ping`](Self::ping): a store can answer a
     /// ping yet refuse every decision (a Redis ACL user without `EVALSHA`).
