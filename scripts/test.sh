@@ -36,7 +36,7 @@ cargo clippy --workspace --all-targets --all-features -- -D warnings
 # redis-rs, and a cfg slip must not hide behind another member's features.
 echo "==> tollgate alone: no default features, then each feature by itself"
 cargo check -p tollgate --no-default-features
-for feature in redis axum tonic testing; do
+for feature in redis redis-tls axum tonic testing; do
   cargo check -p tollgate --no-default-features --features "$feature"
 done
 cargo clippy -p tollgate --no-default-features -- -D warnings

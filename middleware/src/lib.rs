@@ -53,6 +53,9 @@
 //! # Features
 //!
 //! - `redis` (default): `store::RedisStore`. Without it redis-rs is not compiled.
+//! - `redis-tls`: `rediss://` URLs and `store::RedisTls` (private CA, mutual TLS),
+//!   through redis-rs' rustls support with the `ring` provider: no OpenSSL, no C crypto
+//!   build. Without it rustls is not compiled.
 //! - `axum`, `tonic`: recognise their connection info as the peer address.
 //! - `testing`: `tollgate::testing`, the store conformance suite.
 #![cfg_attr(docsrs, feature(doc_cfg))]

@@ -31,7 +31,7 @@ pub struct Cli {
     /// Upstream base URL (http://host:port); repeat for round-robin endpoints
     #[arg(long, env = "TOLLGATE_UPSTREAM", value_delimiter = ',')]
     pub upstream: Vec<String>,
-    /// Redis URL, redis://host:port/db, a password as redis://:PASSWORD@host:port; also read from REDIS_URL when neither this flag nor TOLLGATE_REDIS_URL is set. Without it limits live in this process's memory
+    /// Redis URL, redis://host:port/db, rediss://… for TLS, an ACL user as redis://USER@host:port (the password from --redis-password-file); also read from REDIS_URL when neither this flag nor TOLLGATE_REDIS_URL is set. Without it limits live in this process's memory
     #[arg(long, env = "TOLLGATE_REDIS_URL")]
     pub redis_url: Option<String>,
     /// Redis Cluster seed nodes, comma-separated redis://host:port URLs (instead of --redis-url)
@@ -43,6 +43,18 @@ pub struct Cli {
     /// The master name the sentinels monitor (with --redis-sentinel)
     #[arg(long, env = "TOLLGATE_REDIS_SENTINEL_MASTER")]
     pub redis_sentinel_master: Option<String>,
+    /// File holding the Redis password (one trailing newline removed; re-read on reload), which keeps it off the command line; refused together with a password in the URL
+    #[arg(long, env = "TOLLGATE_REDIS_PASSWORD_FILE")]
+    pub redis_password_file: Option<PathBuf>,
+    /// PEM file of the CA that signed Redis' certificate, trusted instead of the system's roots (rediss:// only)
+    #[arg(long, env = "TOLLGATE_REDIS_CA_FILE")]
+    pub redis_ca_file: Option<PathBuf>,
+    /// PEM client certificate for mutual TLS with Redis (with --redis-client-key)
+    #[arg(long, env = "TOLLGATE_REDIS_CLIENT_CERT")]
+    pub redis_client_cert: Option<PathBuf>,
+    /// PEM private key of --redis-client-cert
+    #[arg(long, env = "TOLLGATE_REDIS_CLIENT_KEY")]
+    pub redis_client_key: Option<PathBuf>,
     /// The limit of the catch-all policy: N/period[,burst=B], e.g. 100/1m, 10/s,burst=20
     #[arg(long, env = "TOLLGATE_LIMIT")]
     pub limit: Option<String>,
@@ -84,7 +96,101 @@ pub struct Cli {
     pub demo: bool,
 }
 
+/// `--redis-*` file flags: the flag, the `[redis]` field it sets, and how it is read.
+type FileFlag<'a> = (
+    &'static str,
+    &'a Option<PathBuf>,
+    fn(&mut RedisSection) -> &mut Option<String>,
+    fn(&str) -> Result<(), String>,
+);
+
 impl Cli {
+    /// `--redis-password-file`, `--redis-ca-file`, `--redis-client-cert`,
+    /// `--redis-client-key`: each file is read (and parsed) now, so an error names the
+    /// flag; `validate` reads them again with the rest of `[redis]`.
+    fn apply_redis_files(&self, file: &mut FileConfig) -> Result<(), ConfigError> {
+        let flag_err = |field: &str, reason: String| ConfigError {
+            origin: "flags".into(),
+            field: field.into(),
+            reason,
+        };
+        let flags: [FileFlag<'_>; 4] = [
+            (
+                "--redis-password-file",
+                &self.redis_password_file,
+                |r| &mut r.password_file,
+                |p| crate::config::Secret::read(p).map(drop),
+            ),
+            (
+                "--redis-ca-file",
+                &self.redis_ca_file,
+                |r| &mut r.ca_file,
+                |p| crate::config::read_certificates(p).map(drop),
+            ),
+            (
+                "--redis-client-cert",
+                &self.redis_client_cert,
+                |r| &mut r.client_cert,
+                |p| crate::config::read_certificates(p).map(drop),
+            ),
+            (
+                "--redis-client-key",
+                &self.redis_client_key,
+                |r| &mut r.client_key,
+                |p| crate::config::read_private_key(p).map(drop),
+            ),
+        ];
+        for (flag, value, field, read) in flags {
+            let Some(path) = value else { continue };
+            let Some(section) = file.redis.as_mut() else {
+                return Err(flag_err(
+                    flag,
+                    "needs a Redis: give --redis-url (or [redis] url in the file)".into(),
+                ));
+            };
+            let path = path.display().to_string();
+            read(&path).map_err(|reason| flag_err(flag, reason))?;
+            *field(section) = Some(path);
+        }
+        let Some(section) = &file.redis else {
+            return Ok(());
+        };
+        if self.redis_password_file.is_some() && crate::config::url_has_password(&section.url) {
+            return Err(flag_err(
+                "--redis-password-file",
+                "a password is also in the Redis URL: keep the file, which keeps it off the \
+                 command line"
+                    .into(),
+            ));
+        }
+        match (&self.redis_client_cert, &self.redis_client_key) {
+            (Some(_), None) if section.client_key.is_none() => Err(flag_err(
+                "--redis-client-cert",
+                "needs --redis-client-key (mutual TLS takes both)".into(),
+            )),
+            (None, Some(_)) if section.client_cert.is_none() => Err(flag_err(
+                "--redis-client-key",
+                "needs --redis-client-cert (mutual TLS takes both)".into(),
+            )),
+            _ => {
+                let tls_flag = [
+                    ("--redis-ca-file", &self.redis_ca_file),
+                    ("--redis-client-cert", &self.redis_client_cert),
+                    ("--redis-client-key", &self.redis_client_key),
+                ]
+                .into_iter()
+                .find_map(|(flag, v)| v.as_ref().map(|_| flag));
+                match tls_flag {
+                    Some(flag) if !section.url.starts_with("rediss://") => Err(flag_err(
+                        flag,
+                        "needs a rediss:// Redis URL (redis:// is not encrypted)".into(),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+        }
+    }
+
     /// Also accept the conventional `REDIS_URL` and `NODE_ID` when the
     /// `TOLLGATE_`-prefixed variables and flags are absent.
     pub fn with_conventional_env(mut self) -> Self {
@@ -241,6 +347,7 @@ impl Cli {
             let section = file.redis.get_or_insert_with(RedisSection::default);
             section.master = Some(master.clone());
         }
+        self.apply_redis_files(file)?;
         if let Some(v) = &self.failure_mode {
             v.parse::<tollgate::FailureMode>()
                 .map_err(|e| flag_err("--failure-mode", e.to_string()))?;

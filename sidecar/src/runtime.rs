@@ -12,11 +12,11 @@
 use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
-use tollgate::store::{MemoryStore, RedisStore, Store, StoreError};
+use tollgate::store::{MemoryStore, RedisStore, RedisTls, Store, StoreError};
 use tollgate::{RateLimit, RateLimitLayer, RateLimiter};
 use tower::Layer;
 
-use crate::config::{Config, RedisTopology, StoreConfig};
+use crate::config::{Config, RedisSecurity, RedisTopology, StoreConfig};
 use crate::proxy::Proxy;
 
 /// The serving half of a configuration.
@@ -55,14 +55,18 @@ impl Stores {
                 topology,
                 timeout,
                 prefix,
+                security,
             } => Arc::new(
-                match topology {
-                    RedisTopology::Single => RedisStore::builder(url.clone()),
-                    RedisTopology::Cluster(nodes) => RedisStore::cluster(nodes.clone()),
-                    RedisTopology::Sentinel { sentinels, master } => {
-                        RedisStore::sentinel(sentinels.clone(), master.clone())
-                    }
-                }
+                secured(
+                    match topology {
+                        RedisTopology::Single => RedisStore::builder(url.clone()),
+                        RedisTopology::Cluster(nodes) => RedisStore::cluster(nodes.clone()),
+                        RedisTopology::Sentinel { sentinels, master } => {
+                            RedisStore::sentinel(sentinels.clone(), master.clone())
+                        }
+                    },
+                    security,
+                )
                 .response_timeout(*timeout)
                 .prefix(prefix.clone())
                 .build()?,
@@ -71,6 +75,28 @@ impl Stores {
         *current = Some((config.clone(), store.clone()));
         Ok(store)
     }
+}
+
+/// The password and TLS material read from `[redis]`'s files, on a store builder.
+fn secured(
+    mut builder: tollgate::store::RedisStoreBuilder,
+    security: &RedisSecurity,
+) -> tollgate::store::RedisStoreBuilder {
+    if let Some(password) = &security.password {
+        builder = builder.password(password.expose());
+    }
+    if security.ca.is_none() && security.client_identity.is_none() {
+        // A rediss:// URL without files trusts the system's roots.
+        return builder;
+    }
+    let mut tls = RedisTls::new();
+    if let Some(ca) = &security.ca {
+        tls = tls.ca_pem(ca.bytes());
+    }
+    if let Some((cert, key)) = &security.client_identity {
+        tls = tls.client_identity(cert.bytes(), key.bytes());
+    }
+    builder.tls(tls)
 }
 
 /// Why a validated configuration could still not be built.

@@ -229,6 +229,7 @@ impl RateLimiterBuilder {
                 shadow: self.shadow,
                 clock,
                 log: LogThrottle::new(),
+                last_error: Default::default(),
                 metrics: LimiterMetrics::new(&self.metric_labels),
             }),
         };

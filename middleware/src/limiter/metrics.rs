@@ -49,7 +49,7 @@ pub fn describe_metrics() {
     metrics::describe_counter!(
         STORE_ERRORS,
         Unit::Count,
-        "Rate-limit store failures, by store and kind (timeout, connection, protocol, auth, server, config, other, circuit_open)."
+        "Rate-limit store failures, by store and kind (timeout, connection, protocol, auth, tls, server, config, other, circuit_open)."
     );
     metrics::describe_gauge!(
         CIRCUIT_STATE,

@@ -24,6 +24,7 @@ mod builder;
 mod decision;
 mod deny_cache;
 mod failure;
+mod last_error;
 mod metrics;
 mod pending;
 mod pipeline;
@@ -47,7 +48,7 @@ pub use self::throttle::LogThrottle;
 use crate::clock::Clock;
 use crate::key::KeyExtractor;
 use crate::policy::{check_name, Limit, MissingKey, Policy, PolicyError, PolicyProblem};
-use crate::store::{MemoryStore, Store};
+use crate::store::{MemoryStore, Store, StoreErrorKind};
 
 /// Decides whether requests may pass. Cheap to clone; clones share everything.
 ///
@@ -87,6 +88,7 @@ struct Inner {
     shadow: bool,
     clock: Arc<dyn Clock>,
     log: LogThrottle,
+    last_error: last_error::LastError,
     metrics: LimiterMetrics,
 }
 
@@ -120,6 +122,17 @@ impl RateLimiter {
     /// The circuit breaker's state.
     pub fn circuit_state(&self) -> CircuitState {
         self.inner.breaker.state()
+    }
+
+    /// The store error of the most recent failed decision (its kind and its `Display`
+    /// text), until a decision succeeds again or no decision failed for 10 s; sampled at
+    /// most once a second, with the logged warning. (It fades because an instance that
+    /// reports it as not ready gets no traffic that could clear it.)
+    ///
+    /// A readiness probe reads it beside [`ping`](Self::ping): a store can answer a
+    /// ping yet refuse every decision (a Redis ACL user without `EVALSHA`).
+    pub fn last_store_error(&self) -> Option<(StoreErrorKind, String)> {
+        self.inner.last_error.get()
     }
 
     /// Whether the store answers within the decision timeout now.

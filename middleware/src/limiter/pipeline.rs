@@ -54,6 +54,7 @@ impl RateLimiter {
         let decision = match result {
             Ok(verdicts) => {
                 inner.breaker.success();
+                inner.last_error.clear();
                 let decision = self.finish(&pending, verdicts, false);
                 if let (Some(cache), DecisionKind::Limited) = (&inner.deny_cache, &decision.kind) {
                     cache.insert(
@@ -130,6 +131,9 @@ impl RateLimiter {
         inner.metrics.store_error(inner.store_kind, error.kind());
         if !matches!(error, Unavailable::CircuitOpen) {
             if let Some(suppressed) = inner.log.permit() {
+                if let Some(store_error) = error.store_error() {
+                    inner.last_error.set(store_error);
+                }
                 tracing::warn!(store = inner.store_kind, %error, mode = ?inner.failure_mode, suppressed, "rate-limit store failed");
             }
         }

@@ -24,8 +24,13 @@ pub enum StoreErrorKind {
     Timeout,
     /// The store answered something this crate does not understand (`protocol`).
     Protocol,
-    /// The store refused the credentials or the permission to run a command (`auth`).
+    /// The store refused the credentials or the permission to run a command (`auth`;
+    /// Redis: a wrong password, `NOAUTH`, an ACL `NOPERM`).
     Auth,
+    /// A TLS connection could not be established (`tls`): the handshake failed, the
+    /// server's certificate does not verify or does not name the host, or the server
+    /// refused the client certificate.
+    Tls,
     /// A configuration value was refused, such as an unparsable URL (`config`).
     Config,
     /// The store's server answered with an error (`server`; Redis: an error reply such
@@ -36,14 +41,15 @@ pub enum StoreErrorKind {
 }
 
 impl StoreErrorKind {
-    /// The metric label: `connection`, `timeout`, `protocol`, `auth`, `config`, `server`
-    /// or `other`.
+    /// The metric label: `connection`, `timeout`, `protocol`, `auth`, `tls`, `config`,
+    /// `server` or `other`.
     pub fn as_str(self) -> &'static str {
         match self {
             StoreErrorKind::Connection => "connection",
             StoreErrorKind::Timeout => "timeout",
             StoreErrorKind::Protocol => "protocol",
             StoreErrorKind::Auth => "auth",
+            StoreErrorKind::Tls => "tls",
             StoreErrorKind::Config => "config",
             StoreErrorKind::Server => "server",
             StoreErrorKind::Other => "other",
@@ -51,7 +57,8 @@ impl StoreErrorKind {
     }
 
     /// Whether a failure of this kind usually goes away by itself (a reconnect, a
-    /// failover): connections and timeouts do; a refused password or a bad URL does not.
+    /// failover): connections and timeouts do; a refused password, a certificate that
+    /// does not verify or a bad URL does not.
     /// [`StoreError::new`] starts from this; a store that knows better says so with
     /// [`StoreError::transient`].
     pub fn is_transient(self) -> bool {
@@ -166,6 +173,7 @@ mod tests {
             StoreErrorKind::Timeout,
             StoreErrorKind::Protocol,
             StoreErrorKind::Auth,
+            StoreErrorKind::Tls,
             StoreErrorKind::Config,
             StoreErrorKind::Server,
             StoreErrorKind::Other,
@@ -178,6 +186,7 @@ mod tests {
                 "timeout",
                 "protocol",
                 "auth",
+                "tls",
                 "config",
                 "server",
                 "other"

@@ -131,6 +131,8 @@ use std::pin::Pin;
 
 pub use self::error::{StoreError, StoreErrorKind};
 pub use self::memory::{MemoryStore, MemoryStoreBuilder};
+#[cfg(feature = "redis-tls")]
+pub use self::redis::RedisTls;
 #[cfg(feature = "redis")]
 #[cfg_attr(docsrs, doc(cfg(feature = "redis")))]
 pub use self::redis::{RedisStore, RedisStoreBuilder};

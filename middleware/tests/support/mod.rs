@@ -5,6 +5,8 @@
 //! it fails loudly: it never skips in silence.
 #![allow(dead_code)]
 
+pub mod tls;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -12,9 +14,15 @@ use std::time::{Duration, Instant};
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
+    /// The TLS port, when started with [`RedisServer::start_tls`].
+    pub tls_port: Option<u16>,
+    /// More arguments for `redis-server` (the TLS ones).
+    extra: Vec<String>,
+    /// The user and password `cli` authenticates as, once the default user is off.
+    admin: Option<(String, String)>,
 }
 
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -23,12 +31,51 @@ fn free_port() -> u16 {
 
 impl RedisServer {
     pub fn start() -> Self {
+        Self::start_with(None, Vec::new())
+    }
+
+    /// A server that also listens for TLS on `tls_port` with the given `--tls-*`
+    /// arguments. The plain port stays open on loopback for the test's own `cli`.
+    pub fn start_tls(args: Vec<String>) -> Self {
+        Self::start_with(Some(free_port()), args)
+    }
+
+    fn start_with(tls_port: Option<u16>, extra: Vec<String>) -> Self {
         let mut server = RedisServer {
             child: None,
             port: free_port(),
+            tls_port,
+            extra,
+            admin: None,
         };
         server.spawn();
         server
+    }
+
+    /// Creates an all-powerful `admin` user and makes `cli` use it, so that the
+    /// `default` user can be switched off.
+    pub fn with_admin(mut self) -> Self {
+        let set = self.cli(&[
+            "ACL",
+            "SETUSER",
+            "admin",
+            "on",
+            ">admin-pw",
+            "~*",
+            "&*",
+            "+@all",
+        ]);
+        assert_eq!(set.as_deref().map(str::trim), Some("OK"), "admin user");
+        self.admin = Some(("admin".into(), "admin-pw".into()));
+        self
+    }
+
+    /// `rediss://HOST:TLS_PORT` with `host` (an IP or `localhost`).
+    pub fn tls_url(&self, host: &str) -> String {
+        format!(
+            "rediss://{host}:{}",
+            self.tls_port.expect("started with start_tls")
+        )
     }
 
     fn spawn(&mut self) {
@@ -46,6 +93,12 @@ impl RedisServer {
                 "--protected-mode",
                 "no",
             ])
+            .args(
+                self.tls_port
+                    .map(|p| vec!["--tls-port".to_owned(), p.to_string()])
+                    .unwrap_or_default(),
+            )
+            .args(&self.extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -78,12 +131,12 @@ impl RedisServer {
 
     /// Runs `redis-cli` against this server; `None` if it failed.
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        let out = Command::new("redis-cli")
-            .args(["-p", &self.port.to_string()])
-            .args(args)
-            .stderr(Stdio::null())
-            .output()
-            .ok()?;
+        let mut cli = Command::new("redis-cli");
+        cli.args(["-p", &self.port.to_string()]);
+        if let Some((user, pass)) = &self.admin {
+            cli.args(["--user", user, "--pass", pass, "--no-auth-warning"]);
+        }
+        let out = cli.args(args).stderr(Stdio::null()).output().ok()?;
         out.status
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())

@@ -3,7 +3,7 @@
 //! | endpoint | answer |
 //! |---|---|
 //! | `GET /health` | `200 ok` while the process runs (liveness) |
-//! | `GET /ready` | `200` when serving: not shutting down, and the store answers a ping or the failure mode allows serving without it (`open`, `local`); else `503` |
+//! | `GET /ready` | `200` when serving: not shutting down, and the store answers a ping or the failure mode allows serving without it (`open`, `local`) — except for a misconfiguration (`auth`, `tls`: a wrong password, a certificate that does not verify), which no failure mode waits out; else `503`. The JSON names the error's `kind` and reason |
 //! | `GET /metrics` | Prometheus text: every series of the process (the limiter's and the proxy's), each labelled `node`; `404` with a message when metrics go to the application's own recorder |
 //! | `GET /config` | the effective configuration as JSON, secrets redacted |
 //! | `POST /check` | the decision API (see [`check`]) |
@@ -25,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
+use tollgate::store::StoreErrorKind;
 use tollgate::FailureMode;
 
 use crate::runtime::Shared;
@@ -100,7 +101,21 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
     let limiter = &runtime.limiter;
     let store = limiter.ping().await;
     let reachable = store.is_ok();
-    let ready = reachable || limiter.failure_mode() != FailureMode::Closed;
+    // The ping's error, else that of the latest failed decision: a Redis user may be
+    // allowed PING but not EVALSHA.
+    let error = match &store {
+        Err(e) => Some((e.kind(), e.to_string())),
+        Ok(()) => limiter
+            .last_store_error()
+            .filter(|(kind, _)| matches!(kind, StoreErrorKind::Auth | StoreErrorKind::Tls))
+            .map(|(kind, message)| (kind.as_str(), message)),
+    };
+    let kind = error.as_ref().map(|(kind, _)| *kind);
+    // A wrong password, a missing permission or a certificate that does not verify does
+    // not heal by itself: serving on the failure mode would hide it for as long as
+    // nobody looks. Not ready, so that a rollout which brought it stops there.
+    let misconfigured = matches!(kind, Some("auth" | "tls"));
+    let ready = !misconfigured && (reachable || limiter.failure_mode() != FailureMode::Closed);
     let status = if ready {
         StatusCode::OK
     } else {
@@ -112,7 +127,8 @@ async fn ready(State(state): State<AdminState>) -> impl IntoResponse {
             "ready": ready,
             "store": limiter.store_kind(),
             "store_reachable": reachable,
-            "store_error": store.err().map(|e| e.to_string()),
+            "store_error": error.as_ref().map(|(_, message)| message),
+            "store_error_kind": kind,
             "failure_mode": format!("{:?}", limiter.failure_mode()).to_lowercase(),
         })),
     )

@@ -63,8 +63,8 @@ impl RlsSection {
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct RedisSection {
-    /// `redis://[:password@]host:port[/db]`: one Redis. Exactly one of `url`,
-    /// `cluster` and `sentinels` is set; empty means unset.
+    /// `redis://[user[:password]@]host:port[/db]`, `rediss://…` for TLS: one Redis.
+    /// Exactly one of `url`, `cluster` and `sentinels` is set; empty means unset.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub url: String,
     /// Redis Cluster seed nodes (`redis://host:port` each).
@@ -79,6 +79,18 @@ pub struct RedisSection {
     pub timeout_ms: Option<u64>,
     /// Key namespace (default `tollgate`).
     pub prefix: Option<String>,
+    /// File holding the password (re-read on reload); refused with a password in `url`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_file: Option<String>,
+    /// PEM file of the CA trusted instead of the system's roots (`rediss://` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<String>,
+    /// PEM client certificate for mutual TLS (with `client_key`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_cert: Option<String>,
+    /// PEM private key of `client_cert`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_key: Option<String>,
 }
 
 /// `[limiter]`
@@ -226,7 +238,9 @@ impl FileConfig {
         })
     }
 
-    /// A copy safe to show: the Redis password replaced by `***`.
+    /// A copy safe to show: the Redis password replaced by `***`. Secrets read from
+    /// files (`admin_token_file`, `redis.password_file`, `redis.client_key`) are shown by
+    /// path only: their contents never enter this model.
     pub fn redacted(&self) -> Self {
         let mut copy = self.clone();
         if let Some(redis) = copy.redis.as_mut() {
@@ -239,16 +253,25 @@ impl FileConfig {
     }
 }
 
+/// Whether a Redis URL carries a password (`redis://[user]:password@host`).
+pub(crate) fn url_has_password(url: &str) -> bool {
+    url.split_once("://")
+        .and_then(|(_, rest)| rest.rsplit_once('@'))
+        .and_then(|(userinfo, _)| userinfo.split_once(':'))
+        .is_some_and(|(_, password)| !password.is_empty())
+}
+
 fn redact_url(url: &str) -> String {
     // redis://user:password@host → redis://user:***@host
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
     match rest.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or("", |(u, _)| u);
-            format!("{scheme}://{user}:***@{host}")
-        }
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{scheme}://{user}:***@{host}"),
+            // A user name alone is no secret.
+            None => url.to_owned(),
+        },
         None => url.to_owned(),
     }
 }
@@ -265,5 +288,14 @@ mod tests {
         );
         assert_eq!(redact_url("redis://u:p@r"), "redis://u:***@r");
         assert_eq!(redact_url("redis://r:6379"), "redis://r:6379");
+        assert_eq!(redact_url("rediss://tollgate@r"), "rediss://tollgate@r");
+    }
+
+    #[test]
+    fn a_password_in_the_url_is_recognised() {
+        assert!(url_has_password("redis://:s3cret@r:6379"));
+        assert!(url_has_password("rediss://u:p@r"));
+        assert!(!url_has_password("rediss://tollgate@r:6380"));
+        assert!(!url_has_password("redis://r:6379/0"));
     }
 }

@@ -11,6 +11,7 @@
 //! redacted), so operators see exactly what is in force.
 
 mod file;
+mod redis_security;
 mod source;
 mod validate;
 
@@ -23,10 +24,12 @@ use tollgate::policy::Policy;
 use tollgate::response::HeaderStyle;
 use tollgate::{Algorithm, FailureMode};
 
+pub(crate) use self::file::url_has_password;
 pub use self::file::{
     FileConfig, LimitSection, LimiterSection, PolicySection, ProxySection, RedisSection,
     RlsSection, RouteSection, UpstreamSection,
 };
+pub use self::redis_security::{read_certificates, read_private_key};
 pub use self::source::ConfigSource;
 
 /// A secret read from a file (a token, a password): compared and used, never printed.
@@ -71,6 +74,39 @@ impl fmt::Debug for Secret {
     }
 }
 
+/// A PEM file's contents (a CA, a client certificate or its key), read when the
+/// configuration is validated so that a reload sees a renewed certificate. Never
+/// printed: a key is a secret.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Pem(std::sync::Arc<[u8]>);
+
+impl Pem {
+    /// The PEM text.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Pem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Pem({} bytes)", self.0.len())
+    }
+}
+
+/// How the sidecar proves itself to Redis and checks Redis' certificate: what
+/// `redis.password_file`, `redis.ca_file`, `redis.client_cert` and `redis.client_key`
+/// held when the configuration was validated. A reload that reads different contents
+/// builds a new store; the same contents keep the store (and its connection).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedisSecurity {
+    /// The password, from `password_file`.
+    pub password: Option<Secret>,
+    /// CA certificates trusted instead of the system's roots.
+    pub ca: Option<Pem>,
+    /// Client certificate chain and key, for mutual TLS.
+    pub client_identity: Option<(Pem, Pem)>,
+}
+
 /// A configuration that failed validation.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{origin}: {field}: {reason}")]
@@ -101,6 +137,8 @@ pub enum StoreConfig {
         timeout: Duration,
         /// Key namespace.
         prefix: String,
+        /// Password and TLS material read from files.
+        security: RedisSecurity,
     },
 }
 

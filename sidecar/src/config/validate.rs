@@ -15,12 +15,12 @@ use super::{
     Route, StoreConfig, Upstream,
 };
 
-struct Checker<'a> {
+pub(super) struct Checker<'a> {
     source: &'a str,
 }
 
 impl Checker<'_> {
-    fn err(&self, field: impl Into<String>, reason: impl ToString) -> ConfigError {
+    pub(super) fn err(&self, field: impl Into<String>, reason: impl ToString) -> ConfigError {
         ConfigError {
             origin: self.source.to_owned(),
             field: field.into(),
@@ -123,6 +123,7 @@ impl FileConfig {
                     topology,
                     timeout: c.millis("redis.timeout_ms", redis.timeout_ms, 50)?,
                     prefix,
+                    security: super::redis_security::validate(&c, redis)?,
                 }
             }
             None => StoreConfig::Memory {

@@ -47,12 +47,44 @@
 //!   Sentinel names, followed across failovers (`sentinel.rs`).
 //!
 //! Both decide with each primary's own clock (`TIME`); keep the servers' clocks in sync.
+//!
+//! # Credentials, TLS and the least privilege
+//!
+//! An ACL user and password come from the URL (`redis://user:password@host`) or, to keep
+//! a secret out of URLs and command lines, from [`RedisStoreBuilder::username`] and
+//! [`RedisStoreBuilder::password`]. `rediss://` URLs connect over TLS (feature
+//! `redis-tls`), with a private CA and a client certificate from
+//! [`RedisStoreBuilder::tls`]. A wrong password or a missing permission is a
+//! [`StoreErrorKind::Auth`] error, a failed handshake or a certificate that does not
+//! verify a [`StoreErrorKind::Tls`] one.
+//!
+//! The commands the store sends, for an ACL user limited to them (`<prefix>` is
+//! [`RedisStoreBuilder::prefix`]):
+//!
+//! ```text
+//! ACL SETUSER tollgate on >PASSWORD resetkeys ~<prefix>:* resetchannels -@all
+//!     +evalsha +script|load +time +hmget +hset +pexpire +ping
+//! ```
+//!
+//! `EVALSHA` runs `decide.lua` (`SCRIPT LOAD` when Redis lost it), which calls `TIME`,
+//! `HMGET`, `HSET` and `PEXPIRE` on its keys — commands a script calls are checked
+//! against the user's ACL too; readiness probes send `PING`. `AUTH` needs no
+//! permission, `SELECT` is sent only for a non-zero database in the URL (add `+select`
+//! then), and the store does not send redis-rs' `CLIENT SETINFO` (Redis 7.2+ would check
+//! it against the ACL too).
 
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(feature = "redis-tls")]
+mod tls;
+
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{ErrorKind, RedisError, Script, ServerErrorKind};
+use redis::{ErrorKind, IntoConnectionInfo, RedisError, Script, ServerErrorKind};
+
+#[cfg(feature = "redis-tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+pub use self::tls::RedisTls;
 
 use self::backend::{Backend, Topology};
 use super::{Check, Store, StoreError, StoreErrorKind, StoreFuture};
@@ -112,16 +144,27 @@ pub struct RedisStoreBuilder {
     grace: Duration,
     clock: Option<Arc<dyn Clock>>,
     topology: Topology,
+    /// ACL user name, replacing the URL's.
+    username: Option<String>,
+    /// Password, kept out of the URL (and so out of logs and command lines).
+    password: Option<String>,
+    #[cfg(feature = "redis-tls")]
+    tls: Option<RedisTls>,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedisStoreBuilder")
-            .field("prefix", &self.prefix)
+        // Never the URL (it may hold a password) nor the password.
+        let mut s = f.debug_struct("RedisStoreBuilder");
+        s.field("prefix", &self.prefix)
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("topology", &self.topology)
-            .finish_non_exhaustive()
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "***"));
+        #[cfg(feature = "redis-tls")]
+        s.field("tls", &self.tls);
+        s.finish_non_exhaustive()
     }
 }
 
@@ -165,11 +208,36 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// Authenticate as this ACL user (replaces a user name in the URL).
+    pub fn username(mut self, username: impl Into<String>) -> Self {
+        self.username = Some(username.into());
+        self
+    }
+
+    /// Authenticate with this password (with the URL's or [`username`](Self::username)'s
+    /// user, else Redis' `default` user). Read it from a secret rather than putting it in
+    /// the URL, which ends up in command lines and logs; giving both is refused.
+    pub fn password(mut self, password: impl Into<String>) -> Self {
+        self.password = Some(password.into());
+        self
+    }
+
+    /// The roots to trust and the client certificate to present for a `rediss://` URL
+    /// (see [`RedisTls`]). Without it a `rediss://` URL trusts the system's roots.
+    #[cfg(feature = "redis-tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
+    pub fn tls(mut self, tls: RedisTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Builds the store without connecting.
     ///
     /// # Errors
     ///
-    /// A [`StoreErrorKind::Config`] error when the URL is invalid or a timeout is zero.
+    /// A [`StoreErrorKind::Config`] error when the URL is invalid, a timeout is zero, a
+    /// password is given both in the URL and with [`password`](Self::password), or (with
+    /// [`tls`](Self::tls)) the URL is not `rediss://` or a PEM does not parse.
     pub fn build(self) -> Result<RedisStore, StoreError> {
         if self.response_timeout.is_zero() || self.connect_timeout.is_zero() {
             return Err(StoreError::config(
@@ -179,7 +247,7 @@ impl RedisStoreBuilder {
         if let Some(conn) = self.connect_distributed()? {
             return Ok(self.finish(conn));
         }
-        let client = redis::Client::open(self.url.as_str()).map_err(store_error)?;
+        let client = self.client()?;
         let config = ConnectionManagerConfig::new()
             .set_response_timeout(Some(self.response_timeout))
             .set_connection_timeout(Some(self.connect_timeout))
@@ -250,8 +318,53 @@ enum Mode<'a> {
     Refund(&'a [i64]),
 }
 
+impl RedisStoreBuilder {
+    /// The redis-rs client: the URL, the credentials given apart, the TLS material.
+    fn client(&self) -> Result<redis::Client, StoreError> {
+        let info = self
+            .url
+            .as_str()
+            .into_connection_info()
+            .map_err(store_error)?;
+        // No `CLIENT SETINFO` at connect: Redis 7.2+ checks it against the ACL (a
+        // refusal, though ignored, fills `ACL LOG`) and older servers do not know it, so
+        // skipping it keeps one least-privilege line right for every version.
+        let mut settings = info.redis_settings().clone().set_skip_set_lib_name();
+        if let Some(username) = &self.username {
+            settings = settings.set_username(username);
+        }
+        if let Some(password) = &self.password {
+            if settings.password().is_some() {
+                return Err(StoreError::config(
+                    "a password is given both in the URL and with .password(): keep one",
+                ));
+            }
+            settings = settings.set_password(password);
+        }
+        let info = info.set_redis_settings(settings);
+        #[cfg(feature = "redis-tls")]
+        if let Some(tls) = &self.tls {
+            if !matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+                return Err(StoreError::config(
+                    "TLS settings need a rediss:// URL (redis:// is not encrypted)",
+                ));
+            }
+            tls.check()?;
+            tls::ensure_crypto_provider();
+            return redis::Client::build_with_tls(info, tls.certificates()).map_err(store_error);
+        }
+        #[cfg(feature = "redis-tls")]
+        if matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. }) {
+            tls::ensure_crypto_provider();
+        }
+        redis::Client::open(info).map_err(store_error)
+    }
+}
+
 impl RedisStore {
-    /// Configures a store for the Redis at `url` (`redis://[:password@]host:port[/db]`).
+    /// Configures a store for the Redis at `url`:
+    /// `redis://[user[:password]@]host:port[/db]`, or `rediss://…` for TLS (feature
+    /// `redis-tls`; without it such a URL is a [`StoreErrorKind::Config`] error).
     pub fn builder(url: impl Into<String>) -> RedisStoreBuilder {
         RedisStoreBuilder {
             url: url.into(),
@@ -262,6 +375,10 @@ impl RedisStore {
             grace: Duration::from_secs(1),
             clock: None,
             topology: Topology::Single,
+            username: None,
+            password: None,
+            #[cfg(feature = "redis-tls")]
+            tls: None,
         }
     }
 
@@ -418,8 +535,13 @@ impl Store for RedisStore {
 /// Translates a redis-rs error into the backend-neutral [`StoreError`], keeping it as
 /// the source. The kinds keep the metric labels this store reported before
 /// `StoreError` stopped exposing redis-rs (`timeout`, `connection`, `protocol`);
-/// error replies, formerly `redis`, are `server`.
+/// error replies, formerly `redis`, are `server`; a TLS failure, which redis-rs reports
+/// as an I/O error, is `tls`.
 fn store_error(error: RedisError) -> StoreError {
+    #[cfg(feature = "redis-tls")]
+    if let Some(cause) = tls::tls_failure(&error) {
+        return tls::store_error(cause, error);
+    }
     let kind = if error.is_timeout() {
         StoreErrorKind::Timeout
     } else if error.is_io_error() || error.is_connection_dropped() {
@@ -427,6 +549,16 @@ fn store_error(error: RedisError) -> StoreError {
     } else {
         match error.kind() {
             ErrorKind::AuthenticationFailed | ErrorKind::Server(ServerErrorKind::NoPerm) => {
+                StoreErrorKind::Auth
+            }
+            // `NOAUTH`: the server wants a password and got none; a command longer
+            // than an unauthenticated client may send is refused as a protocol error.
+            ErrorKind::Server(ServerErrorKind::ResponseError) | ErrorKind::Extension
+                if error.code() == Some("NOAUTH")
+                    || error
+                        .detail()
+                        .is_some_and(|d| d.contains("unauthenticated")) =>
+            {
                 StoreErrorKind::Auth
             }
             ErrorKind::InvalidClientConfig => StoreErrorKind::Config,

@@ -39,6 +39,9 @@ pub(super) fn connect(
             "Redis Sentinel needs at least one sentinel and a master name",
         ));
     }
+    // redis-rs takes the master name as `String` without its TLS feature and as
+    // `impl ToString` with it: an owned `String` fits both.
+    #[allow(clippy::unnecessary_to_owned)]
     let client = SentinelClient::build(
         sentinels.iter().map(String::as_str).collect(),
         master.to_string(),
