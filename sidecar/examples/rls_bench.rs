@@ -133,7 +133,7 @@ async fn main() {
     let rules = dir.join("bench.yaml");
     std::fs::write(
         &rules,
-        "domain: bench\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 1000000000}\n",
+        "domain: bench\ndescriptors:\n  - key: user\n    rate_limit: {unit: hour, requests_per_unit: 100000000}\n",
     )
     .expect("rules");
 
@@ -235,7 +235,7 @@ async fn main() {
     let (hist, elapsed, errors) = phase(concurrency, seconds, move |key| {
         let client = client.clone();
         async move {
-            let body = format!(r#"{{"key":"u{key}","limit":1000000000,"window_ms":3600000}}"#);
+            let body = format!(r#"{{"key":"u{key}","limit":100000000,"window_ms":3600000}}"#);
             client
                 .post(format!("http://{admin}/check"))
                 .header("content-type", "application/json")

@@ -827,3 +827,104 @@ fn the_binary_refuses_a_bad_yaml_with_exit_64_naming_file_line_and_field() {
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("upstreams"));
 }
+
+/// The binary reloads the YAML when a file of its directory changes and on SIGHUP; a
+/// broken file leaves the last good rules serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_reloads_the_yaml_on_change_and_keeps_serving_on_a_broken_file() {
+    let dir = TempDir::new();
+    let rules = |n: u32| {
+        format!("domain: d\ndescriptors:\n  - key: k\n    rate_limit: {{unit: hour, requests_per_unit: {n}}}\n")
+    };
+    dir.write("d.yaml", &rules(5));
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("free port")
+    };
+    let (admin, rls) = (free(), free());
+    struct Child(std::process::Child);
+    impl Drop for Child {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let child = Child(
+        std::process::Command::new(BIN)
+            .args([
+                "--admin-listen",
+                &admin.to_string(),
+                "--rls-listen",
+                &rls.to_string(),
+            ])
+            .arg("--rls-config")
+            .arg(&dir.0)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn"),
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let mut c = loop {
+        if let Ok(channel) = Channel::from_shared(format!("http://{rls}"))
+            .expect("uri")
+            .timeout(Duration::from_secs(5))
+            .connect()
+            .await
+        {
+            break RateLimitServiceClient::new(channel);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the rate limit service did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let u = unique();
+    async fn until(c: &RateLimitServiceClient<Channel>, u: &str, want: u32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let r = ok(
+                &mut c.clone(),
+                request("d", vec![descriptor(&[("k", u)])], 0),
+            )
+            .await;
+            let limit = r.statuses[0]
+                .current_limit
+                .as_ref()
+                .map_or(0, |l| l.requests_per_unit);
+            if limit == want {
+                return;
+            }
+            assert!(Instant::now() < deadline, "limit never became {want}");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    until(&c, &u, 5).await;
+    // A file change is picked up within a second or so.
+    dir.write("d.yaml", &rules(7));
+    until(&c, &u, 7).await;
+    // A broken file: refused, the last good rules serve.
+    dir.write(
+        "d.yaml",
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: lightyear}\n",
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    until(&c, &u, 7).await;
+    // A new file in the directory, then SIGHUP: both domains serve.
+    dir.write("d.yaml", &rules(9));
+    dir.write(
+        "e.yaml",
+        "domain: e\ndescriptors:\n  - key: k\n    rate_limit: {unit: hour, requests_per_unit: 4}\n",
+    );
+    let pid = child.0.id().to_string();
+    let sent = std::process::Command::new("kill")
+        .args(["-HUP", &pid])
+        .status()
+        .expect("kill");
+    assert!(sent.success());
+    until(&c, &u, 9).await;
+    let e = ok(&mut c, request("e", vec![descriptor(&[("k", &u)])], 1)).await;
+    assert_eq!(summary(&e), [(OK, 4, HOUR, 3)]);
+    drop(child);
+}

@@ -159,3 +159,49 @@ fn exactly_one_redis_topology() {
     .expect_err("invalid");
     assert!(err.reason.contains("redis.url and redis.cluster"), "{err}");
 }
+
+#[test]
+fn the_rate_limit_service_makes_the_upstream_optional() {
+    let dir = std::env::temp_dir().join(format!("tollgate-validate-rls-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let yaml = dir.join("r.yaml");
+    std::fs::write(&yaml, "domain: d\ndescriptors: []\n").expect("write");
+    let rls = format!(
+        "[rls]\nlisten = \"127.0.0.1:8081\"\nconfig = \"{}\"\n",
+        yaml.display()
+    );
+
+    // No upstream, the service on: only the service (and admin) serve.
+    let config = parse(&rls).expect("valid");
+    assert!(!config.proxy_enabled);
+    assert!(config.upstreams.is_empty() && config.routes.is_empty());
+    let settings = config.rls.expect("rls");
+    assert_eq!(settings.rules.domain_names(), ["d"]);
+    // With an upstream, both.
+    assert!(parse(&format!("{BASE}{rls}")).expect("valid").proxy_enabled);
+    // Neither: the upstream is required, as before.
+    assert_eq!(field_of(""), "upstreams");
+    // Half of the pair, or a clash with another port.
+    assert_eq!(
+        field_of("[rls]\nlisten = \"127.0.0.1:8081\"\n"),
+        "rls.config"
+    );
+    assert_eq!(field_of("[rls]\nconfig = \"x.yaml\"\n"), "rls.listen");
+    let clash = rls.replace("127.0.0.1:8081", "127.0.0.1:9000");
+    assert_eq!(
+        field_of(&format!("admin_listen = \"127.0.0.1:9000\"\n{clash}")),
+        "rls.listen"
+    );
+    // The YAML's own errors name the YAML file, and the line its descriptor starts on.
+    std::fs::write(
+        &yaml,
+        "domain: d\ndescriptors:\n  - key: k\n    rate_limit: {unit: eon}\n",
+    )
+    .expect("write");
+    let e = parse(&rls).expect_err("bad yaml");
+    assert_eq!(
+        (e.origin.as_str(), e.field.as_str()),
+        (yaml.to_str().expect("utf-8"), "line 3")
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
