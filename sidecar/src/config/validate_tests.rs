@@ -205,3 +205,26 @@ fn the_rate_limit_service_makes_the_upstream_optional() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn redis_files_are_refused_with_a_cluster_or_sentinels_not_ignored() {
+    for (topology, file) in [
+        (
+            "cluster = [\"redis://h1:7000\"]",
+            "password_file = \"/run/secrets/p\"",
+        ),
+        (
+            "cluster = [\"redis://h1:7000\"]",
+            "ca_file = \"/etc/ca.pem\"",
+        ),
+        (
+            "sentinels = [\"redis://s:26379\"]\nmaster = \"m\"",
+            "password_file = \"/run/secrets/p\"",
+        ),
+    ] {
+        let field = format!("redis.{}", file.split(' ').next().expect("field"));
+        let err = parse(&format!("[redis]\n{topology}\n{file}\n{BASE}")).expect_err("refused");
+        assert_eq!(err.field, field, "{topology} {file}");
+        assert!(err.reason.contains("applies to redis.url only"), "{err}");
+    }
+}
