@@ -210,9 +210,7 @@ async fn new_upstream_connections_whose_syns_are_dropped_get_no_502() {
 async fn a_refused_connect_is_retried_on_the_next_endpoint() {
     let upstream = common::upstream().await;
     // A port nothing listens on: connections are refused at once.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port");
+    let (_held, dead) = common::refusing_addr();
     let mut file = own_config(upstream, "retrying");
     file.upstreams.insert(
         "app".into(),

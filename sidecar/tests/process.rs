@@ -594,7 +594,7 @@ fn documented_families() -> std::collections::BTreeSet<String> {
 async fn metrics_pass_promtool_and_match_the_docs() {
     let mut redis = support::RedisServer::start();
     let upstream = common::upstream().await;
-    let dead = free_addr(); // nothing listens there: connection refused
+    let (_held, dead) = common::refusing_addr(); // connections refused
     let (proxy, admin, rls) = (free_addr(), free_addr(), free_addr());
     let path = temp_file("promtool.toml");
     // Envoy's rate limit service too, so that its families are shown.

@@ -189,11 +189,8 @@ async fn upstream_connections_are_reused() {
 
 #[tokio::test]
 async fn upstream_down_is_502_and_slow_is_504() {
-    // A port with nothing listening.
-    let dead = std::net::TcpListener::bind("127.0.0.1:0")
-        .expect("bind")
-        .local_addr()
-        .expect("addr");
+    // A port with nothing listening, held so that no other test's server takes it.
+    let (_held, dead) = common::refusing_addr();
     let sc = common::start(common::config(dead, "100/m", "ip")).await;
     let res = common::get_url(format!("http://{}/echo", sc.proxy)).await;
     assert_eq!(res.status(), 502);

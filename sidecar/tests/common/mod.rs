@@ -197,3 +197,15 @@ pub fn metric_value(metrics: &str, series: &str) -> f64 {
         .find_map(|rest| rest.trim().parse().ok())
         .unwrap_or(0.0)
 }
+
+/// An address where connections are refused, held for as long as the socket lives: bound
+/// but not listening, so no other test's server can take the port meanwhile (a port
+/// merely freed can be, and a "refused" endpoint would then answer).
+pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket
+        .bind("127.0.0.1:0".parse().expect("addr"))
+        .expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    (socket, addr)
+}
