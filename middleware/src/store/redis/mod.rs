@@ -112,6 +112,10 @@ pub struct RedisStoreBuilder {
     grace: Duration,
     clock: Option<Arc<dyn Clock>>,
     topology: Topology,
+    /// Bounds finding the primary through the sentinels: redis-rs' sentinel client
+    /// talks to the sentinels without any timeout of its own.
+    #[cfg_attr(not(feature = "redis-sentinel"), allow(dead_code))]
+    lookup_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -156,6 +160,20 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How long finding the primary through the sentinels may take: asking them and
+    /// connecting to the primary they name (default: twice the connect timeout plus
+    /// twice the response timeout). Only for [`RedisStore::sentinel`].
+    ///
+    /// A decision that needs a lookup (the first one, and the first after the primary
+    /// failed) fails with [`StoreErrorKind::Timeout`] when this runs out, also when a
+    /// sentinel accepts the connection and never answers.
+    #[cfg(feature = "redis-sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-sentinel")))]
+    pub fn sentinel_lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = Some(timeout);
+        self
+    }
+
     /// Decide with this clock instead of the Redis server's `TIME`.
     ///
     /// For tests that replay exact time sequences. In production keep the server's
@@ -171,7 +189,10 @@ impl RedisStoreBuilder {
     ///
     /// A [`StoreErrorKind::Config`] error when the URL is invalid or a timeout is zero.
     pub fn build(self) -> Result<RedisStore, StoreError> {
-        if self.response_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.response_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.lookup_timeout.is_some_and(|t| t.is_zero())
+        {
             return Err(StoreError::config(
                 "redis timeouts must be greater than zero",
             ));
@@ -218,6 +239,8 @@ impl RedisStoreBuilder {
                 master,
                 self.response_timeout,
                 self.connect_timeout,
+                self.lookup_timeout
+                    .unwrap_or(2 * (self.connect_timeout + self.response_timeout)),
             )
             .map(Some),
         }
@@ -262,6 +285,7 @@ impl RedisStore {
             grace: Duration::from_secs(1),
             clock: None,
             topology: Topology::Single,
+            lookup_timeout: None,
         }
     }
 
