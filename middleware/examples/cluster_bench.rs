@@ -19,10 +19,8 @@
 //! default 64). Output lines start with `BENCH` and are quoted in docs/benchmarks.md.
 
 #[path = "../tests/support/mod.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod support;
 #[path = "../tests/support/topology.rs"]
-#[allow(dead_code, unreachable_pub)]
 mod topology;
 
 use std::sync::atomic::{AtomicU64, Ordering};
