@@ -113,7 +113,8 @@ pub struct RedisStoreBuilder {
     clock: Option<Arc<dyn Clock>>,
     topology: Topology,
     /// Bounds finding the primary through the sentinels: redis-rs' sentinel client
-    /// talks to the sentinels without any timeout of its own.
+    /// talks to them with its own defaults (1 s to connect, 500 ms per answer, each
+    /// sentinel in turn), not the store's timeouts.
     #[cfg_attr(not(feature = "redis-sentinel"), allow(dead_code))]
     lookup_timeout: Option<Duration>,
 }

@@ -5,8 +5,9 @@
 //! sentinels again and follows a failover without a restart.
 //!
 //! One lookup (ask the sentinels, connect to the primary) is bounded by the store's
-//! lookup timeout: redis-rs' sentinel client has no timeout of its own, so a sentinel
-//! that accepts and never answers would otherwise hold it forever. Decisions that
+//! lookup timeout: redis-rs' sentinel client uses its own defaults (1 s to connect,
+//! 500 ms per answer) for each sentinel in turn, so sentinels that accept and never
+//! answer would otherwise hold a lookup about 1 s each. Decisions that
 //! arrive while a lookup runs wait for it, bounded by the limiter's timeout; the
 //! failure mode answers those that run out.
 
