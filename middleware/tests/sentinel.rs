@@ -115,7 +115,7 @@ async fn a_silent_sentinel_fails_the_lookup_within_its_timeout() {
             held.push(socket);
         }
     });
-    let lookup = Duration::from_millis(300);
+    let lookup = Duration::from_millis(200);
     let store = RedisStore::sentinel([format!("redis://{addr}")], Sentinels::MASTER)
         .response_timeout(Duration::from_millis(100))
         .connect_timeout(Duration::from_millis(100))
@@ -132,8 +132,9 @@ async fn a_silent_sentinel_fails_the_lookup_within_its_timeout() {
         let took = started.elapsed();
         let error = answer.expect_err("no primary was found");
         assert_eq!(error.kind(), StoreErrorKind::Timeout, "{error}");
+        // Below redis-rs' own 1 s connect timeout, which bounded the lookup before.
         assert!(
-            took >= lookup && took < lookup + Duration::from_millis(700),
+            took >= lookup && took < Duration::from_millis(900),
             "failed after {took:?} with a {lookup:?} lookup timeout"
         );
     }
