@@ -12,7 +12,7 @@ use http::request::Parts;
 use tollgate::key::Key;
 use tollgate::limiter::BreakerConfig;
 use tollgate::policy::Policy;
-use tollgate::store::RedisStore;
+use tollgate::store::{Check, RedisStore, Store, StoreErrorKind};
 use tollgate::{DecisionKind, FailureMode, RateLimiter};
 use topology::Sentinels;
 
@@ -97,4 +97,55 @@ async fn decisions_follow_a_sentinel_failover() {
         DecisionKind::Limited,
         "consumption replicated before the kill survives the failover"
     );
+}
+
+/// A "sentinel" that accepts connections and never answers (a frozen process, a
+/// half-open network path): the lookup must fail within the store's lookup timeout
+/// instead of holding the decision, with no limiter timeout around it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_sentinel_fails_the_lookup_within_its_timeout() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    // Accept and keep every connection open without reading a byte.
+    let silent = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            held.push(socket);
+        }
+    });
+    let lookup = Duration::from_millis(200);
+    let store = RedisStore::sentinel([format!("redis://{addr}")], Sentinels::MASTER)
+        .response_timeout(Duration::from_millis(100))
+        .connect_timeout(Duration::from_millis(100))
+        .sentinel_lookup_timeout(lookup)
+        .build()
+        .expect("valid sentinel store");
+    let checks = [Check::new("{silent}:l", "5/h".parse().expect("spec"))];
+    for _ in 0..3 {
+        let started = Instant::now();
+        // The outer bound only keeps a regression from hanging the test.
+        let answer = tokio::time::timeout(Duration::from_secs(10), store.check(&checks, 1))
+            .await
+            .expect("the lookup is bounded by the store itself");
+        let took = started.elapsed();
+        let error = answer.expect_err("no primary was found");
+        assert_eq!(error.kind(), StoreErrorKind::Timeout, "{error}");
+        // Below redis-rs' own 1 s connect timeout, which bounded the lookup before.
+        assert!(
+            took >= lookup && took < Duration::from_millis(900),
+            "failed after {took:?} with a {lookup:?} lookup timeout"
+        );
+    }
+    silent.abort();
+}
+
+#[test]
+fn a_zero_lookup_timeout_is_a_config_error() {
+    let error = RedisStore::sentinel(["redis://127.0.0.1:1"], Sentinels::MASTER)
+        .sentinel_lookup_timeout(Duration::ZERO)
+        .build()
+        .expect_err("zero is refused");
+    assert_eq!(error.kind(), StoreErrorKind::Config);
 }

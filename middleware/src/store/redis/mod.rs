@@ -150,6 +150,11 @@ pub struct RedisStoreBuilder {
     password: Option<String>,
     #[cfg(feature = "redis-tls")]
     tls: Option<RedisTls>,
+    /// Bounds finding the primary through the sentinels: redis-rs' sentinel client
+    /// talks to them with its own defaults (1 s to connect, 500 ms per answer, each
+    /// sentinel in turn), not the store's timeouts.
+    #[cfg_attr(not(feature = "redis-sentinel"), allow(dead_code))]
+    lookup_timeout: Option<Duration>,
 }
 
 impl std::fmt::Debug for RedisStoreBuilder {
@@ -199,6 +204,20 @@ impl RedisStoreBuilder {
         self
     }
 
+    /// How long finding the primary through the sentinels may take: asking them and
+    /// connecting to the primary they name (default: twice the connect timeout plus
+    /// twice the response timeout). Only for [`RedisStore::sentinel`].
+    ///
+    /// A decision that needs a lookup (the first one, and the first after the primary
+    /// failed) fails with [`StoreErrorKind::Timeout`] when this runs out, also when a
+    /// sentinel accepts the connection and never answers.
+    #[cfg(feature = "redis-sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "redis-sentinel")))]
+    pub fn sentinel_lookup_timeout(mut self, timeout: Duration) -> Self {
+        self.lookup_timeout = Some(timeout);
+        self
+    }
+
     /// Decide with this clock instead of the Redis server's `TIME`.
     ///
     /// For tests that replay exact time sequences. In production keep the server's
@@ -239,7 +258,10 @@ impl RedisStoreBuilder {
     /// password is given both in the URL and with [`password`](Self::password), or (with
     /// [`tls`](Self::tls)) the URL is not `rediss://` or a PEM does not parse.
     pub fn build(self) -> Result<RedisStore, StoreError> {
-        if self.response_timeout.is_zero() || self.connect_timeout.is_zero() {
+        if self.response_timeout.is_zero()
+            || self.connect_timeout.is_zero()
+            || self.lookup_timeout.is_some_and(|t| t.is_zero())
+        {
             return Err(StoreError::config(
                 "redis timeouts must be greater than zero",
             ));
@@ -301,6 +323,8 @@ impl RedisStoreBuilder {
                 master,
                 self.response_timeout,
                 self.connect_timeout,
+                self.lookup_timeout
+                    .unwrap_or(2 * (self.connect_timeout + self.response_timeout)),
             )
             .map(Some),
         }
@@ -394,6 +418,7 @@ impl RedisStore {
             password: None,
             #[cfg(feature = "redis-tls")]
             tls: None,
+            lookup_timeout: None,
         }
     }
 

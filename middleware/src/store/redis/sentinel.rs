@@ -4,8 +4,12 @@
 //! primary (`READONLY` after a demotion, `MASTERDOWN`), so the next decision asks the
 //! sentinels again and follows a failover without a restart.
 //!
-//! Decisions that arrive while the connection is being re-established wait for it,
-//! bounded by the limiter's timeout; the failure mode answers those that run out.
+//! One lookup (ask the sentinels, connect to the primary) is bounded by the store's
+//! lookup timeout: redis-rs' sentinel client uses its own defaults (1 s to connect,
+//! 500 ms per answer) for each sentinel in turn, so sentinels that accept and never
+//! answer would otherwise hold a lookup about 1 s each. Decisions that
+//! arrive while a lookup runs wait for it, bounded by the limiter's timeout; the
+//! failure mode answers those that run out.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -25,6 +29,8 @@ pub(super) struct SentinelConnection {
     client: tokio::sync::Mutex<SentinelClient>,
     current: Mutex<Option<MultiplexedConnection>>,
     config: AsyncConnectionConfig,
+    /// The bound on one lookup (see the module docs).
+    lookup_timeout: Duration,
 }
 
 /// Builds the store's connection to `master` through `sentinels`, without connecting.
@@ -33,6 +39,7 @@ pub(super) fn connect(
     master: &str,
     response_timeout: Duration,
     connect_timeout: Duration,
+    lookup_timeout: Duration,
 ) -> Result<Backend, StoreError> {
     if sentinels.is_empty() || master.is_empty() {
         return Err(StoreError::config(
@@ -56,6 +63,7 @@ pub(super) fn connect(
         client: tokio::sync::Mutex::new(client),
         current: Mutex::new(None),
         config,
+        lookup_timeout,
     })))
 }
 
@@ -73,11 +81,21 @@ impl SentinelConnection {
         if let Some(conn) = self.cached() {
             return Ok(conn);
         }
-        let conn = client
-            .async_get_client()
-            .await?
-            .get_multiplexed_async_connection_with_config(&self.config)
-            .await?;
+        let lookup = async {
+            client
+                .async_get_client()
+                .await?
+                .get_multiplexed_async_connection_with_config(&self.config)
+                .await
+        };
+        let conn = tokio::time::timeout(self.lookup_timeout, lookup)
+            .await
+            .map_err(|_| {
+                RedisError::from(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    "finding the primary through the sentinels timed out",
+                ))
+            })??;
         if let Ok(mut current) = self.current.lock() {
             *current = Some(conn.clone());
         }

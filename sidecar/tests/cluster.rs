@@ -1,0 +1,139 @@
+//! Three `tollgate-sidecar` processes on one real Redis Cluster (three primaries, three
+//! replicas on loopback ports): requests for keys owned by every primary, spread over
+//! the three proxies at once, are admitted exactly up to the limit — the counts are
+//! shared through the cluster, not kept per process.
+
+mod common;
+#[path = "../../middleware/tests/support/topology.rs"]
+mod topology;
+
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::eventually;
+use topology::Cluster;
+
+const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
+
+/// The limit of every key: 5 in an hour, so nothing refills during the test.
+const LIMIT: usize = 5;
+const KEYS: usize = 10;
+/// Requests per key, spread over the three sidecars.
+const PER_KEY: usize = 9;
+
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
+
+/// `KEYS` header values whose slots are owned round-robin by the three primaries, so
+/// every primary holds some: the catch-all policy `default` stores the header key
+/// `k` under the hash tag `{default:k}`.
+fn keys_on_every_primary(cluster: &Cluster) -> Vec<String> {
+    let primaries: Vec<u16> = cluster.primaries().into_iter().map(|p| p.1).collect();
+    assert_eq!(primaries.len(), 3, "three primaries");
+    let mut chosen = Vec::new();
+    let mut candidates = (0..1000).map(|i| format!("key-{i}"));
+    while chosen.len() < KEYS {
+        let want = primaries[chosen.len() % primaries.len()];
+        let key = candidates
+            .find(|k| cluster.owner(&format!("{{default:{k}}}")) == want)
+            .expect("a key for every primary among 1000 candidates");
+        chosen.push(key);
+    }
+    chosen
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_sidecars_share_exact_counts_on_a_cluster() {
+    let cluster = Cluster::start();
+    let seeds = cluster.urls()[..3].join(",");
+    let upstream = common::upstream().await;
+
+    let mut sidecars = Vec::new();
+    let mut proxies = Vec::new();
+    for i in 0..3 {
+        let (proxy, admin) = (free_addr(), free_addr());
+        let child = Command::new(BIN)
+            .args(["--listen", &proxy.to_string()])
+            .args(["--admin-listen", &admin.to_string()])
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(["--redis-cluster", &seeds])
+            .args(["--limit", &format!("{LIMIT}/1h")])
+            .args(["--key", "header:x-api-key"])
+            .args(["--failure-mode", "closed"])
+            .args(["--node-id", &format!("side-{i}")])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the sidecar");
+        sidecars.push(Proc(child));
+        eventually("sidecar ready", Duration::from_secs(30), || async move {
+            match reqwest::get(format!("http://{admin}/ready")).await {
+                Ok(r) if r.status() == 200 => Ok(()),
+                other => Err(format!("{:?}", other.map(|r| r.status()))),
+            }
+        })
+        .await;
+        proxies.push(proxy);
+    }
+
+    let keys = keys_on_every_primary(&cluster);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client");
+    // All 90 requests at once, request n of a key through sidecar n % 3.
+    let proxies = &proxies;
+    let requests: Vec<_> = keys
+        .iter()
+        .flat_map(|key| (0..PER_KEY).map(move |n| (key.clone(), proxies[n % 3])))
+        .map(|(key, proxy)| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let status = client
+                    .get(format!("http://{proxy}/echo"))
+                    .header("x-api-key", &key)
+                    .send()
+                    .await
+                    .expect("the proxy answers")
+                    .status()
+                    .as_u16();
+                (key, status)
+            })
+        })
+        .collect();
+    let mut admitted = std::collections::HashMap::<String, usize>::new();
+    let mut refused = 0;
+    for r in requests {
+        match r.await.expect("request task") {
+            (key, 200) => *admitted.entry(key).or_default() += 1,
+            (_, 429) => refused += 1,
+            (key, other) => panic!("{key}: status {other}"),
+        }
+    }
+    for key in &keys {
+        assert_eq!(admitted.get(key), Some(&LIMIT), "{key}: {admitted:?}");
+    }
+    assert_eq!(refused, KEYS * (PER_KEY - LIMIT));
+
+    // The state really is spread: every primary holds some of the keys.
+    for (_, port, _) in cluster.primaries() {
+        let held: usize = topology::cli(port, &["DBSIZE"])
+            .and_then(|s| s.trim().parse().ok())
+            .expect("DBSIZE");
+        assert!(held >= KEYS / 3, "primary {port} holds {held} keys");
+    }
+    drop(sidecars);
+}
