@@ -5,6 +5,8 @@
 # `promtool check metrics` (both installed here when missing).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# A clean CI checkout builds once: incremental caches would only cost disk.
+if [ "${CI:-}" = "true" ]; then export CARGO_INCREMENTAL=0; fi
 
 need_redis() {
   command -v redis-server >/dev/null 2>&1 && command -v redis-cli >/dev/null 2>&1
