@@ -7,11 +7,10 @@ mod common;
 #[path = "../../middleware/tests/support/topology.rs"]
 mod topology;
 
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::eventually;
+use common::{eventually, free_addr, Proc};
 use topology::Cluster;
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
@@ -21,21 +20,6 @@ const LIMIT: usize = 5;
 const KEYS: usize = 10;
 /// Requests per key, spread over the three sidecars.
 const PER_KEY: usize = 9;
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
-}
 
 /// `KEYS` header values whose slots are owned round-robin by the three primaries, so
 /// every primary holds some: the catch-all policy `default` stores the header key

@@ -13,7 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{eventually, metric_value};
+use common::{eventually, free_addr, metric_value, Proc};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
 
@@ -45,12 +45,6 @@ async fn rls_call(addr: SocketAddr) {
         .await
         .expect("answered");
     assert_eq!(answer.into_inner().statuses.len(), 1);
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
 }
 
 /// A file path in a directory of its own (`tollgate-sidecar-test-<pid>-<n>` in the temp
@@ -128,15 +122,6 @@ rate = "{rate}"
 key = "header:x-api-key"
 "#
     )
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
 }
 
 fn signal(child: &Child, sig: &str) {

@@ -9,10 +9,10 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, get_url, metric, metrics_text};
+use common::{eventually, free_addr, get_url, metric, metrics_text, Proc};
 use support::tls::{path_str, Pki};
 use support::RedisServer;
 use tollgate_sidecar::config::{FileConfig, RedisSection};
@@ -225,21 +225,6 @@ fn a_changed_password_file_changes_the_store_settings_and_an_unchanged_one_does_
     let changed = file.validate("test").expect("valid").store;
     assert_ne!(first, changed, "a new password builds a new store");
     assert!(!format!("{changed:?}").contains("two"), "{changed:?}");
-}
-
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_addr() -> SocketAddr {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("free port")
 }
 
 #[tokio::test]

@@ -83,16 +83,9 @@ impl Scenario {
         limits: impl IntoIterator<Item = (L, LimitSpec)>,
         steps: Vec<Step>,
     ) -> Self {
-        let name = name.into();
-        let checks = limits
-            .into_iter()
-            .map(|(label, spec)| Check::new(format!("{{{name}}}:{label}"), spec))
-            .collect();
-        Scenario {
-            name,
-            checks,
-            steps,
-        }
+        Scenario::keyed(name.into(), limits, steps, |name, label| {
+            format!("{{{name}}}:{label}")
+        })
     }
 
     /// As [`Scenario::new`], but each limit gets a hash tag of its own (name and
@@ -103,10 +96,20 @@ impl Scenario {
         limits: impl IntoIterator<Item = (L, LimitSpec)>,
         steps: Vec<Step>,
     ) -> Self {
-        let name = name.into();
+        Scenario::keyed(name.into(), limits, steps, |name, label| {
+            format!("{{{name}:{label}}}:{label}")
+        })
+    }
+
+    fn keyed<L: fmt::Display>(
+        name: String,
+        limits: impl IntoIterator<Item = (L, LimitSpec)>,
+        steps: Vec<Step>,
+        key: impl Fn(&str, &L) -> String,
+    ) -> Self {
         let checks = limits
             .into_iter()
-            .map(|(label, spec)| Check::new(format!("{{{name}:{label}}}:{label}"), spec))
+            .map(|(label, spec)| Check::new(key(&name, &label), spec))
             .collect();
         Scenario {
             name,

@@ -209,3 +209,21 @@ pub fn refusing_addr() -> (tokio::net::TcpSocket, SocketAddr) {
     let addr = socket.local_addr().expect("addr");
     (socket, addr)
 }
+
+/// A child process (the sidecar binary, usually), killed and reaped when dropped, so a
+/// failing test leaves nothing running.
+pub struct Proc(pub std::process::Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A loopback address free at the time of the call, for a child process to bind.
+pub fn free_addr() -> SocketAddr {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("free port")
+}
