@@ -7,7 +7,7 @@ mod support;
 
 use std::time::Duration;
 
-use support::tls::Pki;
+use support::tls::{Pki, MINIMAL_ACL};
 use support::RedisServer;
 use tollgate::key::Key;
 use tollgate::policy::Policy;
@@ -16,21 +16,6 @@ use tollgate::{DecisionKind, FailureMode, RateLimiter};
 
 /// Generous for a loaded CI machine: a TLS handshake plus a script, not a speed bound.
 const TIMEOUT: Duration = Duration::from_secs(2);
-
-/// The ACL rules documented in `docs/sidecar.md` and `RedisStore`'s module docs.
-const MINIMAL: &[&str] = &[
-    "resetkeys",
-    "~tollgate:*",
-    "resetchannels",
-    "-@all",
-    "+evalsha",
-    "+script|load",
-    "+time",
-    "+hmget",
-    "+hset",
-    "+pexpire",
-    "+ping",
-];
 
 fn builder(url: String) -> RedisStoreBuilder {
     RedisStore::builder(url)
@@ -160,7 +145,7 @@ async fn the_documented_acl_line_suffices_with_the_default_user_off() {
     let pki = Pki::generate();
     let server = RedisServer::start_tls(pki.server_args("server", false)).with_admin();
     let mut setuser = vec!["ACL", "SETUSER", "tollgate", "on", ">s3cret-pw"];
-    setuser.extend_from_slice(MINIMAL);
+    setuser.extend_from_slice(MINIMAL_ACL);
     assert_eq!(server.cli(&setuser).as_deref().map(str::trim), Some("OK"));
     let off = server.cli(&["ACL", "SETUSER", "default", "off"]);
     assert_eq!(off.as_deref().map(str::trim), Some("OK"));
@@ -213,7 +198,7 @@ async fn the_documented_acl_line_suffices_with_the_default_user_off() {
 async fn a_user_without_evalsha_gets_noperm_as_auth() {
     let server = RedisServer::start();
     let mut setuser = vec!["ACL", "SETUSER", "weak", "on", ">weak-pw"];
-    setuser.extend(MINIMAL.iter().filter(|r| **r != "+evalsha"));
+    setuser.extend(MINIMAL_ACL.iter().filter(|r| **r != "+evalsha"));
     assert_eq!(server.cli(&setuser).as_deref().map(str::trim), Some("OK"));
     let store = builder(format!("redis://weak:weak-pw@127.0.0.1:{}", server.port))
         .build()

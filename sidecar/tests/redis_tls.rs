@@ -13,26 +13,11 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::{eventually, free_addr, get_url, metric, metrics_text, Proc};
-use support::tls::{path_str, Pki};
+use support::tls::{path_str, Pki, MINIMAL_ACL};
 use support::RedisServer;
 use tollgate_sidecar::config::{FileConfig, RedisSection};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
-
-/// The least-privilege ACL rules the docs give (`docs/sidecar.md`).
-const MINIMAL: &[&str] = &[
-    "resetkeys",
-    "~tollgate:*",
-    "resetchannels",
-    "-@all",
-    "+evalsha",
-    "+script|load",
-    "+time",
-    "+hmget",
-    "+hset",
-    "+pexpire",
-    "+ping",
-];
 
 fn set_user(server: &RedisServer, name: &str, password: &str, rules: &[&str]) {
     let pass = format!(">{password}");
@@ -167,7 +152,7 @@ async fn mutual_tls_from_the_toml_fields() {
 #[tokio::test]
 async fn a_user_without_evalsha_is_reported_as_auth_and_not_ready() {
     let server = RedisServer::start();
-    let rules: Vec<&str> = MINIMAL
+    let rules: Vec<&str> = MINIMAL_ACL
         .iter()
         .copied()
         .filter(|r| *r != "+evalsha")
@@ -232,7 +217,7 @@ async fn the_binary_reads_the_password_from_a_file_and_never_shows_it() {
     let pki = Pki::generate();
     let server = RedisServer::start_tls(pki.server_args("server", false)).with_admin();
     let secret = "pw-Zq81-never-on-the-command-line";
-    set_user(&server, "tollgate", secret, MINIMAL);
+    set_user(&server, "tollgate", secret, MINIMAL_ACL);
     assert_eq!(
         server
             .cli(&["ACL", "SETUSER", "default", "off"])

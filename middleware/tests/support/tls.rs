@@ -11,6 +11,23 @@ use rcgen::{
     KeyUsagePurpose,
 };
 
+/// The least-privilege ACL rules documented in `docs/sidecar.md` and `RedisStore`'s
+/// module docs: the library's and the sidecar's TLS/ACL tests both hold a user to exactly
+/// these.
+pub const MINIMAL_ACL: &[&str] = &[
+    "resetkeys",
+    "~tollgate:*",
+    "resetchannels",
+    "-@all",
+    "+evalsha",
+    "+script|load",
+    "+time",
+    "+hmget",
+    "+hset",
+    "+pexpire",
+    "+ping",
+];
+
 pub struct Pki {
     pub dir: PathBuf,
 }

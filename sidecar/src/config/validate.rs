@@ -217,17 +217,9 @@ impl FileConfig {
         // Names and duplicates, as the limiter will check them when it is built.
         tollgate::RateLimiter::validate_policies(&policies).map_err(|e| c.err("policies", e))?;
 
-        Ok(Config {
-            effective: self.effective(
-                listen,
-                admin_listen,
-                &node_id,
-                &store,
-                &limiter,
-                &proxy,
-                &upstreams,
-                &routes,
-            ),
+        let mut config = Config {
+            // Filled in below, from the validated values.
+            effective: FileConfig::default(),
             proxy_enabled,
             listen,
             admin_listen,
@@ -240,7 +232,9 @@ impl FileConfig {
             routes,
             admin_token,
             rls,
-        })
+        };
+        config.effective = self.effective(&config);
+        Ok(config)
     }
 
     fn validate_rls(
@@ -282,18 +276,18 @@ impl FileConfig {
 
     /// What `GET /config` shows: this file with every default written out, so an
     /// operator sees the value in force rather than `null`, and secrets redacted.
-    #[allow(clippy::too_many_arguments)]
-    fn effective(
-        &self,
-        listen: SocketAddr,
-        admin_listen: SocketAddr,
-        node_id: &str,
-        store: &StoreConfig,
-        limiter: &LimiterConfig,
-        proxy: &ProxyConfig,
-        upstreams: &[Upstream],
-        routes: &[Route],
-    ) -> FileConfig {
+    fn effective(&self, config: &Config) -> FileConfig {
+        let Config {
+            listen,
+            admin_listen,
+            node_id,
+            store,
+            limiter,
+            proxy,
+            upstreams,
+            routes,
+            ..
+        } = config;
         let ms = |d: Duration| Some(u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut out = self.redacted();
         out.listen = Some(listen.to_string());
