@@ -57,12 +57,64 @@ impl std::str::FromStr for MissingKey {
     }
 }
 
+/// How a limit's decisions reach the shared state.
+///
+/// Only a shared store (Redis) tells the two apart: a store in this process is exact
+/// either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+#[non_exhaustive]
+pub enum Consistency {
+    /// Every decision is made by the store (today's behaviour): exact across nodes.
+    #[default]
+    Exact,
+    /// A node leases a slice of the key's budget from the store in one call and spends
+    /// it locally, so most decisions are memory decisions. Leasing consumes in advance,
+    /// so it never admits more than the limit; its error is units stranded in one
+    /// node's lease while another refuses, bounded by the slice (docs/design.md).
+    Leased,
+}
+
+impl Consistency {
+    /// The name used in configuration and metrics: `exact` or `leased`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consistency::Exact => "exact",
+            Consistency::Leased => "leased",
+        }
+    }
+}
+
+impl std::fmt::Display for Consistency {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A [`Consistency`] spelled other than `exact` or `leased`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?}: expected exact or leased")]
+pub struct UnknownConsistency(pub String);
+
+impl std::str::FromStr for Consistency {
+    type Err = UnknownConsistency;
+
+    /// `exact` or `leased`.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "exact" => Ok(Consistency::Exact),
+            "leased" => Ok(Consistency::Leased),
+            other => Err(UnknownConsistency(other.to_owned())),
+        }
+    }
+}
+
 /// One named limit inside a policy: a rate and the key it is counted per.
 #[derive(Debug, Clone)]
 pub struct Limit {
     pub(crate) name: Arc<str>,
     pub(crate) spec: LimitSpec,
     pub(crate) key: Key,
+    pub(crate) consistency: Consistency,
 }
 
 impl Limit {
@@ -72,7 +124,20 @@ impl Limit {
             name: name.into(),
             spec,
             key,
+            consistency: Consistency::Exact,
         }
+    }
+
+    /// Decides this limit [exactly](Consistency::Exact) (the default) or from
+    /// [leased](Consistency::Leased) budgets.
+    pub fn with_consistency(mut self, consistency: Consistency) -> Self {
+        self.consistency = consistency;
+        self
+    }
+
+    /// How the limit's decisions reach the shared state.
+    pub fn consistency(&self) -> Consistency {
+        self.consistency
     }
 
     /// The limit's name.
