@@ -185,6 +185,10 @@ async fn three_nodes_share_one_budget(algorithm: Algorithm) {
         admitted * 100 >= QUOTA * 95,
         "{algorithm:?}: admitted {admitted} < 95 % of {QUOTA} ({charges} leases, {checks} exact calls)"
     );
+    eprintln!(
+        "{algorithm:?}: admitted {admitted} of {QUOTA} (+{refill} refill) in {elapsed:?}: \
+         {charges} leases, {checks} exact store calls"
+    );
     // Leases were used: far fewer store calls than admissions.
     assert!(charges > 0, "{algorithm:?}: no lease was taken");
     assert!(
@@ -490,4 +494,38 @@ fn lease_settings_are_validated() {
         .lease(LeaseConfig::new().max_fraction(1.0))
         .build()
         .is_ok());
+}
+
+/// A request dropped while its refill waits (a client that went away) does not leave
+/// the key exact for good: once Redis answers again, the node leases again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dropped_refill_does_not_stop_leasing() {
+    let server = RedisServer::start();
+    let store = Counted::new(&server);
+    let n = node(&store, FailureMode::Closed, LeaseConfig::new());
+    let spec = LimitSpec::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(3600), None).unwrap();
+    let limit = leased("drop", spec);
+    warm_until_leased(&n, &store, &limit).await;
+    server.freeze();
+    let mut dropped = false;
+    for _ in 0..1_000_000 {
+        let decision = n.decide_one(&limit, "hot", 1);
+        if tokio::time::timeout(Duration::from_millis(50), decision)
+            .await
+            .is_err()
+        {
+            dropped = true;
+            break;
+        }
+    }
+    server.thaw();
+    assert!(dropped, "no decision waited for the frozen Redis");
+    let before = store.charges();
+    for _ in 0..20_000 {
+        n.decide_one(&limit, "hot", 1).await.expect("valid");
+        if store.charges() > before {
+            return;
+        }
+    }
+    panic!("no lease taken after the dropped refill");
 }

@@ -193,6 +193,21 @@ impl Leases {
     }
 }
 
+/// Clears the refilling mark of its keys when dropped, however the request ends.
+struct RefillGuard<'a> {
+    leases: &'a Leases,
+    keys: Vec<String>,
+}
+
+impl Drop for RefillGuard<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        for key in &self.keys {
+            self.leases.with_key(key, now, |k| k.refilling = false);
+        }
+    }
+}
+
 /// What one leased limit of a request will be answered from.
 enum Plan {
     /// Units reserved from the current lease of this generation.
@@ -292,6 +307,16 @@ impl RateLimiter {
             self.undo(leases, &pending, &plans, now);
             return self.exact_for_leased(leases, pending).await;
         }
+        // A request dropped while its refill is in flight (a client that went away)
+        // must not leave the key marked as refilling: it would stay exact for good.
+        let _refilling = RefillGuard {
+            leases,
+            keys: plans
+                .iter()
+                .filter(|(_, plan)| matches!(plan, Plan::Refill(_)))
+                .map(|(i, _)| pending.checks[*i].key.clone())
+                .collect(),
+        };
         // Charge the slices that ran out, one store call each.
         for p in 0..plans.len() {
             let (i, Plan::Refill(units)) = plans[p] else {
@@ -333,7 +358,11 @@ impl RateLimiter {
                         .saturating_add(lease.spendable(started)),
                     ..charged.verdict
                 };
-                let expiry = (lease.mark.is_some() && lease.expires > started)
+                // A fixed-window lease that ends with its window has nothing to give
+                // back then: the window took its units with it.
+                let window_bound = check.spec.algorithm() == Algorithm::FixedWindow
+                    && lease.expires < started + leases.config.max_age;
+                let expiry = (lease.mark.is_some() && !window_bound)
                     .then_some((lease.expires, lease.generation));
                 let old = k.lease.replace(lease);
                 Some((verdict, k.generation, old, expiry))
