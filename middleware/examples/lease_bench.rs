@@ -24,9 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use support::RedisServer;
+use tollgate::algorithm::Verdict;
 use tollgate::key::Key;
 use tollgate::policy::{Consistency, Limit};
-use tollgate::store::RedisStore;
+use tollgate::store::{Charged, Check, RedisStore, Store, StoreFuture};
 use tollgate::{Algorithm, DecisionKind, LeaseConfig, LimitSpec, RateLimiter};
 
 fn env_u64(name: &str, default: u64, lo: u64, hi: u64) -> u64 {
@@ -45,6 +46,51 @@ fn evalsha_calls(server: &RedisServer) -> u64 {
         .and_then(|l| l.split([':', ',']).find_map(|kv| kv.strip_prefix("calls=")))
         .and_then(|v| v.trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// The store, counting what the limiter asks of it: exact decisions (`check`), leases
+/// (`charge`) and give-backs, so the output says where the Redis calls go.
+struct Counted {
+    inner: RedisStore,
+    checks: AtomicU64,
+    charges: AtomicU64,
+    give_backs: AtomicU64,
+}
+
+impl Counted {
+    /// (checks, charges, give-backs) since the last call.
+    fn take(&self) -> (u64, u64, u64) {
+        (
+            self.checks.swap(0, Ordering::Relaxed),
+            self.charges.swap(0, Ordering::Relaxed),
+            self.give_backs.swap(0, Ordering::Relaxed),
+        )
+    }
+}
+
+impl Store for Counted {
+    fn kind(&self) -> &'static str {
+        "redis"
+    }
+
+    fn check<'a>(&'a self, checks: &'a [Check], cost: u64) -> StoreFuture<'a, Vec<Verdict>> {
+        self.checks.fetch_add(1, Ordering::Relaxed);
+        self.inner.check(checks, cost)
+    }
+
+    fn charge<'a>(&'a self, check: &'a Check, units: u64) -> StoreFuture<'a, Charged> {
+        self.charges.fetch_add(1, Ordering::Relaxed);
+        self.inner.charge(check, units)
+    }
+
+    fn give_back<'a>(&'a self, check: &'a Check, mark: i64, units: u64) -> StoreFuture<'a, ()> {
+        self.give_backs.fetch_add(1, Ordering::Relaxed);
+        self.inner.give_back(check, mark, units)
+    }
+
+    fn ping(&self) -> StoreFuture<'_, ()> {
+        self.inner.ping()
+    }
 }
 
 /// `callers` tasks deciding `limit` on one key until `secs` pass: (admitted, other, s).
@@ -97,12 +143,17 @@ async fn main() {
     let callers = env_u64("CALLERS", 64, 1, 256);
     let server = RedisServer::start();
     // Generous timeouts: on a loaded machine the 50 ms defaults time out healthy calls.
-    let store = RedisStore::builder(server.url())
-        .response_timeout(Duration::from_millis(250))
-        .build()
-        .expect("valid url");
+    let store = Arc::new(Counted {
+        inner: RedisStore::builder(server.url())
+            .response_timeout(Duration::from_millis(250))
+            .build()
+            .expect("valid url"),
+        checks: AtomicU64::new(0),
+        charges: AtomicU64::new(0),
+        give_backs: AtomicU64::new(0),
+    });
     let limiter = RateLimiter::builder()
-        .store(store)
+        .shared_store(store.clone())
         .timeout(Duration::from_millis(250))
         .lease(LeaseConfig::new())
         .build()
@@ -134,13 +185,16 @@ async fn main() {
             server
                 .cli(&["CONFIG", "RESETSTAT"])
                 .expect("CONFIG RESETSTAT");
+            store.take();
             let (ok, other, took) = run(&limiter, &limit, callers, secs).await;
             let calls = evalsha_calls(&server);
+            let (checks, charges, give_backs) = store.take();
             let per_sec = ok as f64 / took;
             best[i] = best[i].max(per_sec);
             println!(
                 "BENCH {} round={round} decisions={ok} other={other} secs={took:.2} \
-                 per_sec={per_sec:.0} redis_evalsha={calls} decisions_per_redis_call={:.1}",
+                 per_sec={per_sec:.0} redis_evalsha={calls} decisions_per_redis_call={:.1} \
+                 exact_calls={checks} leases={charges} give_backs={give_backs}",
                 consistency.as_str(),
                 ok as f64 / calls.max(1) as f64,
             );
