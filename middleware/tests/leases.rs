@@ -431,12 +431,12 @@ async fn a_mixed_policy_stays_all_or_nothing() {
 }
 
 /// With the memory store a leased limit decides exactly as an exact one: same verdicts
-/// for the same sequence of costs and instants.
+/// for the same sequence of requests and instants.
 #[tokio::test]
 async fn memory_store_leased_is_exact() {
     let clock = ManualClock::new(support::T0);
     let build = |consistency| {
-        let limiter = RateLimiter::builder()
+        RateLimiter::builder()
             .clock(clock.clone())
             .policy(
                 Policy::new("p")
@@ -454,8 +454,7 @@ async fn memory_store_leased_is_exact() {
                     ),
             )
             .build()
-            .expect("valid");
-        limiter
+            .expect("valid")
     };
     let exact = build(Consistency::Exact);
     let lease = build(Consistency::Leased);
