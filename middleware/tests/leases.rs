@@ -528,3 +528,94 @@ async fn a_dropped_refill_does_not_stop_leasing() {
     }
     panic!("no lease taken after the dropped refill");
 }
+
+/// The lease families show from the start (at zero) for a policy with a leased limit,
+/// and then count leases, local and store decisions, and returned units.
+#[test]
+fn lease_metrics_count_leases_decisions_and_returns() {
+    let server = RedisServer::start();
+    let recorder = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let handle = recorder.handle();
+    let spec = LimitSpec::new(Algorithm::Gcra, 1_000_000, Duration::from_secs(3600), None).unwrap();
+    let parts = http::Request::get("/").body(()).unwrap().into_parts().0;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt");
+    let value = |text: &str, series: &str| -> u64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(series))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+    };
+    metrics::with_local_recorder(&recorder, || {
+        let limiter = runtime.block_on(async {
+            RateLimiter::builder()
+                .store(RedisStore::builder(server.url()).build().expect("url"))
+                .timeout(TIMEOUT)
+                .policy(Policy::new("hot").limit(leased("all", spec)))
+                .build()
+                .expect("valid")
+        });
+        let text = handle.render();
+        for series in [
+            r#"ratelimiter_leases_total{policy="hot"}"#,
+            r#"ratelimiter_lease_units_returned_total{policy="hot"}"#,
+            r#"ratelimiter_lease_decisions_total{policy="hot",source="local"}"#,
+            r#"ratelimiter_lease_decisions_total{policy="hot",source="store"}"#,
+        ] {
+            assert_eq!(value(&text, series), 0, "{series}");
+        }
+        runtime.block_on(async {
+            let deadline = Instant::now() + Duration::from_secs(3);
+            for i in 0..200_000u64 {
+                assert_eq!(limiter.check(&parts).await.kind, DecisionKind::Allowed);
+                if i % 64 == 63
+                    && (Instant::now() >= deadline
+                        || handle
+                            .render()
+                            .contains(r#"ratelimiter_leases_total{policy="hot"} 1"#))
+                {
+                    break;
+                }
+            }
+            limiter.return_leases().await;
+        });
+    });
+    let text = handle.render();
+    assert!(
+        value(&text, r#"ratelimiter_leases_total{policy="hot"}"#) >= 1,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"ratelimiter_lease_decisions_total{policy="hot",source="local"}"#
+        ) >= 1,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"ratelimiter_lease_decisions_total{policy="hot",source="store"}"#
+        ) >= 1,
+        "{text}"
+    );
+    assert!(
+        value(
+            &text,
+            r#"ratelimiter_lease_units_returned_total{policy="hot"}"#
+        ) >= 1,
+        "{text}"
+    );
+    for family in [
+        "ratelimiter_leases_total",
+        "ratelimiter_lease_units_returned_total",
+        "ratelimiter_lease_decisions_total",
+    ] {
+        assert!(
+            text.contains(&format!("# HELP {family} ")),
+            "{family}: {text}"
+        );
+    }
+}

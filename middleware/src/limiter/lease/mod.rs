@@ -217,6 +217,23 @@ enum Plan {
 }
 
 impl RateLimiter {
+    /// Shows the lease families at zero for every policy with a leased limit, when this
+    /// limiter leases at all (a shared store).
+    pub(super) fn register_lease_metrics(&self) {
+        if self.inner.leases.is_none() {
+            return;
+        }
+        for policy in &self.inner.policies {
+            if policy
+                .limits
+                .iter()
+                .any(|l| l.consistency == crate::policy::Consistency::Leased)
+            {
+                self.inner.metrics.lease_zero(&policy.name);
+            }
+        }
+    }
+
     /// Whether `pending` takes the leased path.
     pub(super) fn leases_apply(&self, pending: &Pending) -> bool {
         pending.leased != 0 && self.inner.leases.is_some()
