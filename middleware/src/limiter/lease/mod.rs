@@ -48,7 +48,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use self::slice::{lifetime, slice_size, KeyLease, Lease};
+use self::slice::{lifetime, max_age, slice_size, KeyLease, Lease};
 use super::{BuildError, Decision, Pending, RateLimiter, Unavailable};
 use crate::algorithm::{Algorithm, Verdict};
 use crate::store::{Check, StoreFuture};
@@ -107,7 +107,7 @@ impl LeaseConfig {
     }
 
     /// A lease is never spent after this age (default 250 ms); its unused units are
-    /// given back then. Must be greater than zero.
+    /// given back then. Must be greater than zero; more than an hour counts as an hour.
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = max_age;
         self
@@ -378,7 +378,7 @@ impl RateLimiter {
                 // A fixed-window lease that ends with its window has nothing to give
                 // back then: the window took its units with it.
                 let window_bound = check.spec.algorithm() == Algorithm::FixedWindow
-                    && lease.expires < started + leases.config.max_age;
+                    && lease.expires < started + max_age(&leases.config);
                 let expiry = (lease.mark.is_some() && !window_bound)
                     .then_some((lease.expires, lease.generation));
                 let old = k.lease.replace(lease);
