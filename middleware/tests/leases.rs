@@ -475,6 +475,20 @@ async fn memory_store_leased_is_exact() {
     }
 }
 
+/// `return_leases` can be spawned (the sidecar's drain runs it on a runtime's task).
+#[test]
+fn return_leases_is_a_send_future() {
+    fn assert_send<T: Send>(_: &T) {}
+    let limiter = RateLimiter::builder().build().expect("valid");
+    let future = limiter.return_leases();
+    assert_send(&future);
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("rt")
+        .block_on(future);
+}
+
 #[test]
 fn lease_settings_are_validated() {
     for fraction in [0.0, -0.1, 1.5, f64::NAN] {
