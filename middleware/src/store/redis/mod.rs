@@ -284,21 +284,6 @@ impl RedisStoreBuilder {
 
     /// The connection of a cluster or sentinel topology; `None` for one Redis.
     fn connect_distributed(&self) -> Result<Option<Backend>, StoreError> {
-        #[cfg(feature = "redis-tls")]
-        let tls = self.tls.is_some();
-        #[cfg(not(feature = "redis-tls"))]
-        let tls = false;
-        if !matches!(self.topology, Topology::Single)
-            && (self.username.is_some() || self.password.is_some() || tls)
-        {
-            // Refused rather than ignored: a cluster or sentinel store would connect
-            // without them. Credentials in each node's URL do apply.
-            return Err(StoreError::config(
-                "username, password and TLS settings given apart from the URLs are not \
-                 supported for Redis Cluster or Sentinel yet: put user and password in each \
-                 URL (redis://user:password@host:port)",
-            ));
-        }
         match &self.topology {
             Topology::Single => Ok(None),
             #[cfg(feature = "redis-cluster")]
@@ -309,20 +294,13 @@ impl RedisStoreBuilder {
                         "a Redis Cluster prefix must not contain { or }",
                     ));
                 }
-                cluster::connect(
-                    nodes,
-                    self.response_timeout,
-                    self.connect_timeout,
-                    self.max_reconnect_delay,
-                )
-                .map(Some)
+                cluster::connect(self, nodes).map(Some)
             }
             #[cfg(feature = "redis-sentinel")]
             Topology::Sentinel { sentinels, master } => sentinel::connect(
+                self,
                 sentinels,
                 master,
-                self.response_timeout,
-                self.connect_timeout,
                 self.lookup_timeout
                     .unwrap_or(2 * (self.connect_timeout + self.response_timeout)),
             )
