@@ -3,6 +3,7 @@
 //! certificate signed by it, a server certificate for another host signed
 //! by it, and a second, unrelated CA with a server certificate of its own. Written as
 //! PEM files into a directory removed on drop.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
