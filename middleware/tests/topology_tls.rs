@@ -15,7 +15,7 @@ mod topology;
 use std::time::Duration;
 
 use http::request::Parts;
-use support::tls::{Pki, CLUSTER_ACL, MINIMAL_ACL, SENTINEL_ACL};
+use support::tls::{Pki, CLUSTER_ACL, MINIMAL_ACL, SENTINEL_ACL, SENTINEL_USER_ACL};
 use tollgate::key::Key;
 use tollgate::policy::Policy;
 use tollgate::store::{Check, RedisStore, RedisStoreBuilder, RedisTls, Store, StoreErrorKind};
@@ -225,9 +225,9 @@ async fn a_tls_primary_behind_tls_sentinels_decides_exactly_with_the_builders_pa
     );
     // A fresh server has no script cached: the first call takes the SCRIPT LOAD path.
     decide(&store).await.expect("first decision");
-    let limiter = limiter(store.clone());
-    assert_eq!(admitted(&limiter, "a").await, LIMIT);
-    assert_eq!(admitted(&limiter, "b").await, LIMIT);
+    let by_builder = limiter(store.clone());
+    assert_eq!(admitted(&by_builder, "a").await, LIMIT);
+    assert_eq!(admitted(&by_builder, "b").await, LIMIT);
     deployment.primary.cli(&["SCRIPT", "FLUSH"]).expect("flush");
     decide(&store).await.expect("after SCRIPT FLUSH");
     store.ping().await.expect("ping");
@@ -236,6 +236,43 @@ async fn a_tls_primary_behind_tls_sentinels_decides_exactly_with_the_builders_pa
         log.trim().is_empty(),
         "the sentinel ACL line misses something: {log}"
     );
+
+    // One ACL user `tollgate` on the sentinels (its own password there, in the URLs) and
+    // on the servers: the URLs' user name serves for the primary too, their password
+    // does not.
+    let sentinel_user = ["ACL", "SETUSER", "tollgate", "on", ">sentinel-pw"];
+    for sentinel in &deployment.sentinels {
+        let mut args = sentinel_user.to_vec();
+        args.extend_from_slice(SENTINEL_USER_ACL);
+        assert!(
+            ok(sentinel.cli(&args)),
+            "ACL SETUSER on sentinel {}",
+            sentinel.port
+        );
+        assert!(ok(sentinel.cli(&["ACL", "LOG", "RESET"])));
+    }
+    let by_url = RedisStore::sentinel(
+        deployment.urls_as("tollgate:sentinel-pw@"),
+        Sentinels::MASTER,
+    )
+    .password(PASSWORD)
+    .tls(trusting(&pki, "ca.pem"))
+    .response_timeout(TIMEOUT)
+    .connect_timeout(TIMEOUT)
+    .build()
+    .expect("valid store");
+    decide(&by_url)
+        .await
+        .expect("through the sentinels' own user");
+    assert_eq!(admitted(&limiter(by_url), "c").await, LIMIT);
+    for sentinel in &deployment.sentinels {
+        let log = sentinel.cli(&["ACL", "LOG"]).expect("ACL LOG");
+        assert!(
+            log.trim().is_empty(),
+            "sentinel {}: the sentinel user's ACL misses something: {log}",
+            sentinel.port
+        );
+    }
 
     // A wrong password for the primary: `auth`, although the sentinels answered.
     let wrong = as_tollgate(

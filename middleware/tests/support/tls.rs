@@ -37,6 +37,10 @@ pub const CLUSTER_ACL: &[&str] = &["+cluster|slots"];
 /// [`MINIMAL_ACL`] (documented with it).
 pub const SENTINEL_ACL: &[&str] = &["+role"];
 
+/// A user on the sentinels themselves, for the store's lookups (documented with
+/// [`MINIMAL_ACL`]).
+pub const SENTINEL_USER_ACL: &[&str] = &["resetchannels", "-@all", "+sentinel|masters", "+role"];
+
 pub struct Pki {
     pub dir: PathBuf,
 }

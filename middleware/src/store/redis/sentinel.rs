@@ -83,7 +83,9 @@ pub(super) fn connect(
     if let Some(password) = first.password() {
         client = client.set_client_to_sentinel_password(password);
     }
-    if let Some(username) = &builder.username {
+    // The primary's user: the builder's, else the one the sentinel URLs name (one name
+    // for one ACL user defined on the sentinels and the servers); never their password.
+    if let Some(username) = builder.username.as_deref().or(first.username()) {
         client = client.set_client_to_redis_username(username);
     }
     if let Some(password) = &builder.password {
