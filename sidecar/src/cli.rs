@@ -155,11 +155,12 @@ impl Cli {
         let Some(section) = &file.redis else {
             return Ok(());
         };
-        if self.redis_password_file.is_some() && crate::config::url_has_password(&section.url) {
+        if self.redis_password_file.is_some() && crate::config::password_in_urls(section).is_some()
+        {
             return Err(flag_err(
                 "--redis-password-file",
-                "a password is also in the Redis URL: keep the file, which keeps it off the \
-                 command line"
+                "a password is also in the Redis URL (--redis-url, or one of --redis-cluster): \
+                 keep the file, which keeps it off the command line"
                     .into(),
             ));
         }
@@ -180,10 +181,13 @@ impl Cli {
                 ]
                 .into_iter()
                 .find_map(|(flag, v)| v.as_ref().map(|_| flag));
+                let plain = crate::config::plain_data_urls(section).is_some();
                 match tls_flag {
-                    Some(flag) if !section.url.starts_with("rediss://") => Err(flag_err(
+                    Some(flag) if plain => Err(flag_err(
                         flag,
-                        "needs a rediss:// Redis URL (redis:// is not encrypted)".into(),
+                        "needs rediss:// Redis URLs (--redis-url, or every --redis-cluster node; \
+                         redis:// is not encrypted)"
+                            .into(),
                     )),
                     _ => Ok(()),
                 }

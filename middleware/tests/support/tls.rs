@@ -1,7 +1,9 @@
 //! Certificates made by the test: a CA, a server certificate for 127.0.0.1/localhost
-//! and a client certificate signed by it, a server certificate for another host signed
+//! (and one also usable as a client, for cluster nodes and replicas) and a client
+//! certificate signed by it, a server certificate for another host signed
 //! by it, and a second, unrelated CA with a server certificate of its own. Written as
 //! PEM files into a directory removed on drop.
+#![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -28,6 +30,17 @@ pub const MINIMAL_ACL: &[&str] = &[
     "+ping",
 ];
 
+/// What a Redis Cluster client needs beyond [`MINIMAL_ACL`] (documented with it).
+pub const CLUSTER_ACL: &[&str] = &["+cluster|slots"];
+
+/// What the store needs on a primary found through Redis Sentinel, beyond
+/// [`MINIMAL_ACL`] (documented with it).
+pub const SENTINEL_ACL: &[&str] = &["+role"];
+
+/// A user on the sentinels themselves, for the store's lookups (documented with
+/// [`MINIMAL_ACL`]).
+pub const SENTINEL_USER_ACL: &[&str] = &["resetchannels", "-@all", "+sentinel|masters", "+role"];
+
 pub struct Pki {
     pub dir: PathBuf,
 }
@@ -53,7 +66,7 @@ fn ca(name: &str) -> (Ca, String) {
 }
 
 /// A leaf certificate for `names`, signed by `ca`: (certificate PEM, key PEM).
-fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, String) {
+fn leaf(ca: &Ca, names: &[&str], usage: &[ExtendedKeyUsagePurpose]) -> (String, String) {
     let key = KeyPair::generate().expect("leaf key");
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     let mut params = CertificateParams::new(names.clone()).expect("leaf params");
@@ -61,7 +74,7 @@ fn leaf(ca: &Ca, names: &[&str], usage: ExtendedKeyUsagePurpose) -> (String, Str
         DnType::CommonName,
         names.first().cloned().unwrap_or_default(),
     );
-    params.extended_key_usages = vec![usage];
+    params.extended_key_usages = usage.to_vec();
     let issuer = Issuer::from_params(&ca.params, &ca.key);
     let cert = params.signed_by(&key, &issuer).expect("signed leaf");
     (cert.pem(), key.serialize_pem())
@@ -81,18 +94,35 @@ impl Pki {
         let (other_ca, other_pem) = ca("Unrelated CA");
         pki.write("ca.pem", &ca_pem);
         pki.write("other-ca.pem", &other_pem);
-        let server = ExtendedKeyUsagePurpose::ServerAuth;
+        let server = [ExtendedKeyUsagePurpose::ServerAuth];
+        // A cluster node is also a client of its peers on the cluster bus, where Redis
+        // always asks for a client certificate (whatever `tls-auth-clients` says), and
+        // a replica or sentinel one of its primary.
+        let node = [
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
         let loopback = ["localhost", "127.0.0.1"];
-        for (name, ca, names) in [
-            ("server", &test_ca, &loopback[..]),
-            ("other-server", &other_ca, &loopback[..]),
-            ("wrong-host", &test_ca, &["redis.example.invalid"][..]),
+        for (name, ca, names, usage) in [
+            ("server", &test_ca, &loopback[..], &server[..]),
+            ("node", &test_ca, &loopback[..], &node[..]),
+            ("other-server", &other_ca, &loopback[..], &server[..]),
+            (
+                "wrong-host",
+                &test_ca,
+                &["redis.example.invalid"][..],
+                &server[..],
+            ),
         ] {
-            let (cert, key) = leaf(ca, names, server.clone());
+            let (cert, key) = leaf(ca, names, usage);
             pki.write(&format!("{name}.pem"), &cert);
             pki.write(&format!("{name}-key.pem"), &key);
         }
-        let (cert, key) = leaf(&test_ca, &["tollgate"], ExtendedKeyUsagePurpose::ClientAuth);
+        let (cert, key) = leaf(
+            &test_ca,
+            &["tollgate"],
+            &[ExtendedKeyUsagePurpose::ClientAuth],
+        );
         pki.write("client.pem", &cert);
         pki.write("client-key.pem", &key);
         pki
@@ -111,7 +141,7 @@ impl Pki {
         std::fs::read(self.path(name)).expect("read pem")
     }
 
-    /// `redis-server` arguments serving the certificate `server` (`server`,
+    /// `redis-server` arguments serving the certificate `server` (`server`, `node`,
     /// `other-server`, `wrong-host`) and, with `auth_clients`, requiring a client
     /// certificate from the test CA.
     pub fn server_args(&self, server: &str, auth_clients: bool) -> Vec<String> {

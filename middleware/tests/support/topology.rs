@@ -6,6 +6,12 @@
 //! CLUSTERDOWN while a slot has no owner), an explicit cluster bus port (port + 10000
 //! can pass 65535), diskless replication without delay, and waiting until every replica
 //! is in sync before anything is killed.
+//!
+//! [`Security`] secures a deployment: TLS only (`--port 0`, the cluster bus and
+//! replication over TLS too) and an `admin` user for the test's own `redis-cli`, for
+//! replication and for the sentinels, with the `default` user switched off. The
+//! certificates come from the caller (`support::tls::Pki`), so this file stays usable on
+//! its own (the sidecar's tests and the examples include it by path).
 #![allow(dead_code)]
 
 use std::net::TcpListener;
@@ -22,8 +28,144 @@ pub fn free_port() -> u16 {
 
 /// Runs `redis-cli -p port ARGS`; `None` if it failed.
 pub fn cli(port: u16, args: &[&str]) -> Option<String> {
+    cli_with(&Security::default(), port, args)
+}
+
+/// TLS and an admin user for every server of a deployment (see the module docs).
+#[derive(Debug, Clone, Default)]
+pub struct Security {
+    /// `redis-server`'s `--tls-cert-file`, `--tls-key-file`, `--tls-ca-cert-file`,
+    /// `--tls-auth-clients` arguments (`Pki::server_args`); empty: plain TCP.
+    pub tls_args: Vec<String>,
+    /// The CA file the test's `redis-cli` trusts (with `tls_args`).
+    pub ca: Option<PathBuf>,
+    /// Password of the all-powerful `admin` user; `None`: the `default` user, no ACL.
+    pub admin_password: Option<String>,
+}
+
+impl Security {
+    /// TLS with these `redis-server` arguments and CA, and an `admin` user.
+    pub fn tls_and_acl(tls_args: Vec<String>, ca: PathBuf) -> Security {
+        Security {
+            tls_args,
+            ca: Some(ca),
+            admin_password: Some("admin-pw".into()),
+        }
+    }
+
+    pub fn is_tls(&self) -> bool {
+        !self.tls_args.is_empty()
+    }
+
+    /// `redis://` or `rediss://`.
+    pub fn scheme(&self) -> &'static str {
+        if self.is_tls() {
+            "rediss"
+        } else {
+            "redis"
+        }
+    }
+
+    /// `redis-cli`'s own arguments to reach a server of this deployment.
+    fn cli_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
+        if let Some(ca) = &self.ca {
+            args.extend(["--tls".into(), "--cacert".into(), path_str(ca)]);
+        }
+        if let Some(password) = &self.admin_password {
+            args.extend(
+                ["--user", "admin", "--pass", password, "--no-auth-warning"].map(String::from),
+            );
+        }
+        args
+    }
+
+    /// `redis-server` arguments: where it listens, TLS for clients, the cluster bus and
+    /// replication, and the users.
+    fn server_args(&self, port: u16) -> Vec<String> {
+        let mut args = Vec::new();
+        if self.is_tls() {
+            args.extend(
+                [
+                    "--port",
+                    "0",
+                    "--tls-port",
+                    &port.to_string(),
+                    "--tls-replication",
+                    "yes",
+                ]
+                .map(String::from),
+            );
+            args.extend(self.tls_args.iter().cloned());
+        } else {
+            args.extend(["--port".into(), port.to_string()]);
+        }
+        if let Some(password) = &self.admin_password {
+            args.extend(
+                [
+                    "--user",
+                    "admin",
+                    "on",
+                    &format!(">{password}"),
+                    "~*",
+                    "&*",
+                    "+@all",
+                    "--user",
+                    "default",
+                    "off",
+                    "--masteruser",
+                    "admin",
+                    "--masterauth",
+                    password,
+                ]
+                .map(String::from),
+            );
+        }
+        args
+    }
+
+    /// The same for a sentinel's configuration file: its listener, its own users, and
+    /// how it reaches the servers and the other sentinels.
+    fn sentinel_conf(&self, port: u16) -> String {
+        let mut conf = String::new();
+        if self.is_tls() {
+            conf += &format!("port 0\ntls-port {port}\ntls-replication yes\n");
+            for pair in self.tls_args.chunks(2) {
+                conf += &format!("{} {}\n", pair[0].trim_start_matches("--"), pair[1]);
+            }
+        } else {
+            conf += &format!("port {port}\n");
+        }
+        if let Some(password) = &self.admin_password {
+            conf += &format!(
+                "user admin on >{password} ~* &* +@all\nuser default off\n\
+                 sentinel sentinel-user admin\nsentinel sentinel-pass {password}\n"
+            );
+        }
+        conf
+    }
+
+    /// How a sentinel authenticates to the servers of `master`; these lines must follow
+    /// its `sentinel monitor` line.
+    fn sentinel_auth(&self, master: &str) -> String {
+        match &self.admin_password {
+            Some(password) => format!(
+                "sentinel auth-user {master} admin\nsentinel auth-pass {master} {password}\n"
+            ),
+            None => String::new(),
+        }
+    }
+}
+
+fn path_str(path: &Path) -> String {
+    path.to_str().expect("utf-8 temp path").to_owned()
+}
+
+/// [`cli`] for a server of a deployment secured by `security`.
+pub fn cli_with(security: &Security, port: u16, args: &[&str]) -> Option<String> {
     let out = Command::new("redis-cli")
         .args(["-p", &port.to_string()])
+        .args(security.cli_args())
         .args(args)
         .stderr(Stdio::null())
         .output()
@@ -50,16 +192,16 @@ pub fn wait_for(what: &str, within: Duration, mut ready: impl FnMut() -> bool) {
 pub struct Node {
     pub port: u16,
     child: Option<Child>,
+    security: Security,
 }
 
 impl Node {
-    fn spawn(port: u16, dir: &Path, extra: &[String]) -> Node {
+    fn spawn(port: u16, dir: &Path, extra: &[String], security: &Security) -> Node {
         let bin = std::env::var("REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
         let mut args: Vec<String> = extra.to_vec();
+        args.extend(security.server_args(port));
         args.extend(
             [
-                "--port",
-                &port.to_string(),
                 "--bind",
                 "127.0.0.1",
                 "--save",
@@ -86,6 +228,7 @@ impl Node {
         let node = Node {
             port,
             child: Some(child),
+            security: security.clone(),
         };
         wait_for(
             &format!("redis on {port} answers PING"),
@@ -96,7 +239,7 @@ impl Node {
     }
 
     pub fn cli(&self, args: &[&str]) -> Option<String> {
-        cli(self.port, args)
+        cli_with(&self.security, self.port, args)
     }
 
     /// SIGKILL: connections drop, unreplicated writes are lost.
@@ -135,10 +278,18 @@ pub type Primary = (String, u16, Vec<(u16, u16)>);
 pub struct Cluster {
     pub nodes: Vec<Node>,
     dir: PathBuf,
+    security: Security,
 }
 
 impl Cluster {
     pub fn start() -> Cluster {
+        Cluster::start_with(&Security::default())
+    }
+
+    /// A cluster secured by `security`: with TLS the nodes talk TLS to clients, to each
+    /// other on the cluster bus (`tls-cluster`) and for replication, and announce their
+    /// TLS ports in `CLUSTER SLOTS`.
+    pub fn start_with(security: &Security) -> Cluster {
         let dir = temp_dir("cluster");
         let nodes: Vec<Node> = (0..6)
             .map(|i| {
@@ -154,24 +305,55 @@ impl Cluster {
                     "no",
                     "--cluster-port",
                     &free_port().to_string(),
+                    "--tls-cluster",
+                    if security.is_tls() { "yes" } else { "no" },
                 ]
                 .map(String::from);
-                Node::spawn(port, &dir, &extra)
+                Node::spawn(port, &dir, &extra, security)
             })
             .collect();
-        let mut create = vec!["--cluster".to_string(), "create".to_string()];
+        let mut create = security.cli_args();
+        create.extend(["--cluster".to_string(), "create".to_string()]);
         create.extend(nodes.iter().map(|n| format!("127.0.0.1:{}", n.port)));
         create.extend(["--cluster-replicas", "1", "--cluster-yes"].map(String::from));
-        let out = Command::new("redis-cli")
+        let mut create = Command::new("redis-cli")
             .args(&create)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status()
+            .spawn()
             .expect("redis-cli runs");
-        assert!(out.success(), "redis-cli --cluster create failed");
-        let cluster = Cluster { nodes, dir };
+        // `--cluster create` waits for the nodes to join without a bound of its own
+        // (forever when the cluster bus cannot connect, e.g. a TLS misconfiguration).
+        let mut status = None;
+        wait_for(
+            "redis-cli --cluster create ends",
+            Duration::from_secs(60),
+            || {
+                status = create.try_wait().ok().flatten();
+                status.is_some()
+            },
+        );
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "redis-cli --cluster create failed"
+        );
+        let cluster = Cluster {
+            nodes,
+            dir,
+            security: security.clone(),
+        };
         cluster.wait_healthy(Duration::from_secs(30));
         cluster
+    }
+
+    /// Runs `redis-cli ARGS` on every live node (ACLs are per node, not replicated);
+    /// each node's output, in node order.
+    pub fn cli_everywhere(&self, args: &[&str]) -> Vec<Option<String>> {
+        self.nodes
+            .iter()
+            .filter(|n| n.is_running())
+            .map(|n| n.cli(args))
+            .collect()
     }
 
     /// Until every live node sees `cluster_state:ok` and every live replica is in sync.
@@ -189,7 +371,7 @@ impl Cluster {
     pub fn urls(&self) -> Vec<String> {
         self.nodes
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| format!("{}://127.0.0.1:{}", self.security.scheme(), n.port))
             .collect()
     }
 
@@ -255,6 +437,7 @@ impl Cluster {
     /// `redis-cli --cluster reshard`; blocks until done.
     pub fn reshard(&self, from: &str, to: &str, slots: u32) {
         let status = Command::new("redis-cli")
+            .args(self.security.cli_args())
             .args([
                 "--cluster",
                 "reshard",
@@ -290,19 +473,27 @@ pub struct Sentinels {
     pub replica: Node,
     pub sentinels: Vec<Node>,
     dir: PathBuf,
+    security: Security,
 }
 
 impl Sentinels {
     pub const MASTER: &'static str = "mymaster";
 
     pub fn start() -> Sentinels {
+        Sentinels::start_with(&Security::default())
+    }
+
+    /// A deployment secured by `security`: the servers and the sentinels alike (the
+    /// sentinels reach the servers over TLS as `admin`, and require `admin` themselves).
+    pub fn start_with(security: &Security) -> Sentinels {
         let dir = temp_dir("sentinel");
-        let primary = Node::spawn(free_port(), &dir, &[]);
+        let primary = Node::spawn(free_port(), &dir, &[], security);
         let replica_port = free_port();
         let replica = Node::spawn(
             replica_port,
             &dir,
             &["--replicaof", "127.0.0.1", &primary.port.to_string()].map(String::from),
+            security,
         );
         wait_for("replica in sync", Duration::from_secs(20), || {
             replica
@@ -316,17 +507,19 @@ impl Sentinels {
                 std::fs::write(
                     &conf,
                     format!(
-                        "port {port}\nbind 127.0.0.1\nprotected-mode no\ndir {}\n\
+                        "{}bind 127.0.0.1\nprotected-mode no\ndir {}\n\
                          sentinel monitor {} 127.0.0.1 {} 2\n\
                          sentinel down-after-milliseconds {} 1000\n\
                          sentinel failover-timeout {} 5000\n\
-                         sentinel parallel-syncs {} 1\n",
+                         sentinel parallel-syncs {} 1\n{}",
+                        security.sentinel_conf(port),
                         dir.to_string_lossy(),
                         Self::MASTER,
                         primary.port,
                         Self::MASTER,
                         Self::MASTER,
                         Self::MASTER,
+                        security.sentinel_auth(Self::MASTER),
                     ),
                 )
                 .expect("write sentinel.conf");
@@ -341,6 +534,7 @@ impl Sentinels {
                 let node = Node {
                     port,
                     child: Some(child),
+                    security: security.clone(),
                 };
                 wait_for("sentinel answers", Duration::from_secs(10), || {
                     node.cli(&["PING"]).is_some_and(|o| o.trim() == "PONG")
@@ -353,6 +547,7 @@ impl Sentinels {
             replica,
             sentinels,
             dir,
+            security: security.clone(),
         };
         // Every sentinel must know the replica and the other sentinels before a failover.
         wait_for(
@@ -379,10 +574,22 @@ impl Sentinels {
         all
     }
 
+    /// The sentinels' URLs, without credentials (see [`urls_as`](Self::urls_as)).
     pub fn urls(&self) -> Vec<String> {
+        self.urls_as("")
+    }
+
+    /// The sentinels' URLs with `userinfo` (`user:password@`, or empty).
+    pub fn urls_as(&self, userinfo: &str) -> Vec<String> {
         self.sentinels
             .iter()
-            .map(|n| format!("redis://127.0.0.1:{}", n.port))
+            .map(|n| {
+                format!(
+                    "{}://{userinfo}127.0.0.1:{}",
+                    self.security.scheme(),
+                    n.port
+                )
+            })
             .collect()
     }
 

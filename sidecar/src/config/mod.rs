@@ -24,11 +24,11 @@ use tollgate::policy::Policy;
 use tollgate::response::HeaderStyle;
 use tollgate::{Algorithm, FailureMode};
 
-pub(crate) use self::file::url_has_password;
 pub use self::file::{
     FileConfig, LimitSection, LimiterSection, PolicySection, ProxySection, RedisSection,
     RlsSection, RouteSection, UpstreamSection,
 };
+pub(crate) use self::redis_security::{password_in_urls, plain_data_urls};
 pub use self::redis_security::{read_certificates, read_private_key};
 pub use self::source::ConfigSource;
 

@@ -118,22 +118,6 @@ impl FileConfig {
                         "must not contain { or } with a Redis Cluster (it would become every key's hash tag)",
                     ));
                 }
-                if !matches!(topology, RedisTopology::Single) {
-                    let files = [
-                        ("redis.password_file", &redis.password_file),
-                        ("redis.ca_file", &redis.ca_file),
-                        ("redis.client_cert", &redis.client_cert),
-                        ("redis.client_key", &redis.client_key),
-                    ];
-                    if let Some((field, _)) = files.iter().find(|(_, v)| v.is_some()) {
-                        return Err(c.err(
-                            *field,
-                            "applies to redis.url only for now: with redis.cluster or \
-                             redis.sentinels, put the ACL user and password in each URL \
-                             (TLS files for a cluster or sentinels are not supported yet)",
-                        ));
-                    }
-                }
                 StoreConfig::Redis {
                     url: redis.url.clone(),
                     topology,

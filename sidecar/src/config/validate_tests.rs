@@ -206,25 +206,89 @@ fn the_rate_limit_service_makes_the_upstream_optional() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A scratch directory with a password file and a CA certificate, removed on drop.
+struct Files(std::path::PathBuf);
+
+impl Files {
+    fn new(name: &str) -> Files {
+        let dir = std::env::temp_dir().join(format!("tollgate-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        std::fs::write(dir.join("password"), "from-file\n").expect("write");
+        let ca = rcgen::generate_simple_self_signed(vec!["ca".into()]).expect("cert");
+        std::fs::write(dir.join("ca.pem"), ca.cert.pem()).expect("write");
+        Files(dir)
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.0.join(name).to_str().expect("utf-8").to_owned()
+    }
+}
+
+impl Drop for Files {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 #[test]
-fn redis_files_are_refused_with_a_cluster_or_sentinels_not_ignored() {
-    for (topology, file) in [
+fn redis_files_apply_to_a_cluster_and_to_sentinels() {
+    let files = Files::new("topology-files");
+    let (password, ca) = (files.path("password"), files.path("ca.pem"));
+    for topology in [
+        "cluster = [\"rediss://u@h1:7000\", \"rediss://h2:7000\"]".to_string(),
+        // The sentinels' own password stays in their URL; the file is the primary's.
+        "sentinels = [\"redis://:sentinel-pw@s:26379\"]\nmaster = \"m\"".to_string(),
+        "sentinels = [\"rediss://s:26379\"]\nmaster = \"m\"".to_string(),
+    ] {
+        let config = parse(&format!(
+            "[redis]\n{topology}\npassword_file = {password:?}\nca_file = {ca:?}\n{BASE}"
+        ))
+        .unwrap_or_else(|e| panic!("{topology}: {e}"));
+        let StoreConfig::Redis { security, .. } = &config.store else {
+            panic!("a Redis store");
+        };
+        assert_eq!(
+            security.password.as_ref().map(|p| p.expose()),
+            Some("from-file"),
+            "{topology}"
+        );
+        assert!(security.ca.is_some(), "{topology}");
+    }
+}
+
+#[test]
+fn redis_files_that_do_not_fit_a_cluster_are_refused_naming_the_field() {
+    let files = Files::new("topology-refused");
+    let (password, ca) = (files.path("password"), files.path("ca.pem"));
+    for (topology, file, field, reason) in [
         (
-            "cluster = [\"redis://h1:7000\"]",
-            "password_file = \"/run/secrets/p\"",
+            "cluster = [\"redis://h1:7000\", \"redis://:in-url@h2:7000\"]",
+            format!("password_file = {password:?}"),
+            "redis.password_file",
+            "both in redis.cluster and in redis.password_file",
         ),
         (
-            "cluster = [\"redis://h1:7000\"]",
-            "ca_file = \"/etc/ca.pem\"",
+            "cluster = [\"rediss://h1:7000\", \"redis://h2:7000\"]",
+            format!("ca_file = {ca:?}"),
+            "redis.ca_file",
+            "not every redis.cluster URL",
+        ),
+        (
+            "cluster = [\"rediss://h1:7000\"]",
+            format!("client_cert = {ca:?}"),
+            "redis.client_cert",
+            "needs redis.client_key",
         ),
         (
             "sentinels = [\"redis://s:26379\"]\nmaster = \"m\"",
-            "password_file = \"/run/secrets/p\"",
+            "password_file = \"/nonexistent/tollgate/p\"".to_string(),
+            "redis.password_file",
+            "cannot read",
         ),
     ] {
-        let field = format!("redis.{}", file.split(' ').next().expect("field"));
         let err = parse(&format!("[redis]\n{topology}\n{file}\n{BASE}")).expect_err("refused");
         assert_eq!(err.field, field, "{topology} {file}");
-        assert!(err.reason.contains("applies to redis.url only"), "{err}");
+        assert!(err.reason.contains(reason), "{err}");
+        assert!(!err.to_string().contains("in-url"), "{err}");
     }
 }

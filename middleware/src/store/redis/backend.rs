@@ -26,7 +26,7 @@ pub(super) enum Topology {
 pub(super) enum Backend {
     Single(ConnectionManager),
     #[cfg(feature = "redis-cluster")]
-    Cluster(redis::cluster_async::ClusterConnection),
+    Cluster(super::cluster::ClusterConn),
     #[cfg(feature = "redis-sentinel")]
     Sentinel(std::sync::Arc<super::sentinel::SentinelConnection>),
 }

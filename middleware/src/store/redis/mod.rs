@@ -72,6 +72,32 @@
 //! permission, `SELECT` is sent only for a non-zero database in the URL (add `+select`
 //! then), and the store does not send redis-rs' `CLIENT SETINFO` (Redis 7.2+ would check
 //! it against the ACL too).
+//!
+//! ## Cluster and Sentinel
+//!
+//! [`RedisStore::cluster`] applies the builder's user, password and [`RedisTls`] to every
+//! node — the seeds and those found in `CLUSTER SLOTS` alike; TLS needs `rediss://` for
+//! every seed, and nodes started with `tls-cluster yes` so they announce TLS ports. A
+//! password in a seed URL and in [`RedisStoreBuilder::password`] is refused. Each node
+//! (ACLs are per node) needs the line above and `+cluster|slots`.
+//!
+//! [`RedisStore::sentinel`] talks to two kinds of server, authenticated apart:
+//!
+//! - the **sentinels**, with the user and password of the sentinel URLs (the same in
+//!   each), over TLS when they are `rediss://` (trusting [`RedisTls`]'s CA). Their user
+//!   needs `-@all +sentinel|masters +role`;
+//! - the **primary** the sentinels name (and the replica that replaces it), with
+//!   [`RedisStoreBuilder::username`] (else the sentinel URLs' user name) and
+//!   [`RedisStoreBuilder::password`] — never the sentinel URLs' password — over TLS when
+//!   [`RedisStoreBuilder::tls`] is given or the sentinel URLs are `rediss://`. Its user
+//!   needs the line above and `+role` (redis-rs asks the server it is about to use
+//!   whether it is the primary).
+//!
+//! A wrong password or certificate is `auth` or `tls` with these topologies too: while
+//! the cluster client has no connection at all it hides why, so the store then asks a
+//! seed itself (`cluster.rs`). Unlike the single-Redis connection, redis-rs' cluster and
+//! sentinel clients send `CLIENT SETINFO` when they connect and ignore the answer; on
+//! Redis 7.2+ add `+client|setinfo` to keep `ACL LOG` free of those refusals.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -243,7 +269,8 @@ impl RedisStoreBuilder {
     }
 
     /// The roots to trust and the client certificate to present for a `rediss://` URL
-    /// (see [`RedisTls`]). Without it a `rediss://` URL trusts the system's roots.
+    /// (see [`RedisTls`]). Without it a `rediss://` URL trusts the system's roots. With
+    /// [`RedisStore::sentinel`] it also asks for TLS to the primary.
     #[cfg(feature = "redis-tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "redis-tls")))]
     pub fn tls(mut self, tls: RedisTls) -> Self {
@@ -256,8 +283,10 @@ impl RedisStoreBuilder {
     /// # Errors
     ///
     /// A [`StoreErrorKind::Config`] error when the URL is invalid, a timeout is zero, a
-    /// password is given both in the URL and with [`password`](Self::password), or (with
-    /// [`tls`](Self::tls)) the URL is not `rediss://` or a PEM does not parse.
+    /// password is given both in the URL (a cluster node's) and with
+    /// [`password`](Self::password), (with [`tls`](Self::tls)) the URL or a cluster
+    /// node's is not `rediss://` or a PEM does not parse, or sentinel URLs mix schemes or
+    /// credentials.
     pub fn build(self) -> Result<RedisStore, StoreError> {
         if self.response_timeout.is_zero()
             || self.connect_timeout.is_zero()
@@ -285,21 +314,6 @@ impl RedisStoreBuilder {
 
     /// The connection of a cluster or sentinel topology; `None` for one Redis.
     fn connect_distributed(&self) -> Result<Option<Backend>, StoreError> {
-        #[cfg(feature = "redis-tls")]
-        let tls = self.tls.is_some();
-        #[cfg(not(feature = "redis-tls"))]
-        let tls = false;
-        if !matches!(self.topology, Topology::Single)
-            && (self.username.is_some() || self.password.is_some() || tls)
-        {
-            // Refused rather than ignored: a cluster or sentinel store would connect
-            // without them. Credentials in each node's URL do apply.
-            return Err(StoreError::config(
-                "username, password and TLS settings given apart from the URLs are not \
-                 supported for Redis Cluster or Sentinel yet: put user and password in each \
-                 URL (redis://user:password@host:port)",
-            ));
-        }
         match &self.topology {
             Topology::Single => Ok(None),
             #[cfg(feature = "redis-cluster")]
@@ -310,20 +324,13 @@ impl RedisStoreBuilder {
                         "a Redis Cluster prefix must not contain { or }",
                     ));
                 }
-                cluster::connect(
-                    nodes,
-                    self.response_timeout,
-                    self.connect_timeout,
-                    self.max_reconnect_delay,
-                )
-                .map(Some)
+                cluster::connect(self, nodes).map(Some)
             }
             #[cfg(feature = "redis-sentinel")]
             Topology::Sentinel { sentinels, master } => sentinel::connect(
+                self,
                 sentinels,
                 master,
-                self.response_timeout,
-                self.connect_timeout,
                 self.lookup_timeout
                     .unwrap_or(2 * (self.connect_timeout + self.response_timeout)),
             )
@@ -422,8 +429,9 @@ impl RedisStore {
     }
 
     /// Configures a store for the Redis Cluster reached through these seed nodes
-    /// (`redis://host:port` each; one reachable node is enough, the client discovers
-    /// the others). The other builder settings apply to every node.
+    /// (`redis://[user@]host:port` or `rediss://…` each; one reachable node is enough,
+    /// the client discovers the others). The other builder settings — user, password,
+    /// TLS included — apply to every node (see the module docs for the ACL line).
     ///
     /// Must be built inside a Tokio runtime (the cluster client runs a task).
     ///
@@ -448,7 +456,13 @@ impl RedisStore {
     }
 
     /// Configures a store for the primary of `master` as these sentinels
-    /// (`redis://host:26379` each) report it, followed across failovers.
+    /// (`redis://[user[:password]@]host:26379` or `rediss://…` each) report it, followed
+    /// across failovers.
+    ///
+    /// The sentinel URLs' password authenticates to the sentinels only; the builder's
+    /// [`username`](RedisStoreBuilder::username) (else the URLs' user name),
+    /// [`password`](RedisStoreBuilder::password) and [`tls`](RedisStoreBuilder::tls) are
+    /// for the primary (see the module docs).
     ///
     /// ```no_run
     /// use tollgate::store::RedisStore;

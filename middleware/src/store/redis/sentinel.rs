@@ -15,13 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use redis::aio::MultiplexedConnection;
-use redis::sentinel::{SentinelClient, SentinelServerType};
+use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
-    AsyncConnectionConfig, ErrorKind, RedisError, RedisResult, ScriptInvocation, ServerErrorKind,
+    AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
+    ScriptInvocation, ServerErrorKind,
 };
 
 use super::backend::Backend;
-use super::store_error;
+use super::{store_error, RedisStoreBuilder};
 use crate::store::StoreError;
 
 pub(super) struct SentinelConnection {
@@ -34,11 +35,14 @@ pub(super) struct SentinelConnection {
 }
 
 /// Builds the store's connection to `master` through `sentinels`, without connecting.
+///
+/// Two kinds of connection, configured apart (see the module docs): to the sentinels,
+/// with the user, password and scheme of the sentinel URLs; to the primary, with the
+/// builder's user, password and TLS material.
 pub(super) fn connect(
+    builder: &RedisStoreBuilder,
     sentinels: &[String],
     master: &str,
-    response_timeout: Duration,
-    connect_timeout: Duration,
     lookup_timeout: Duration,
 ) -> Result<Backend, StoreError> {
     if sentinels.is_empty() || master.is_empty() {
@@ -46,25 +50,77 @@ pub(super) fn connect(
             "Redis Sentinel needs at least one sentinel and a master name",
         ));
     }
-    // redis-rs takes the master name as `String` without its TLS feature and as
-    // `impl ToString` with it: an owned `String` fits both.
-    #[allow(clippy::unnecessary_to_owned)]
-    let client = SentinelClient::build(
-        sentinels.iter().map(String::as_str).collect(),
-        master.to_string(),
-        None,
+    let infos = sentinels
+        .iter()
+        .map(|url| url.as_str().into_connection_info())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(store_error)?;
+    let first = infos[0].redis_settings();
+    // redis-rs keeps one user and password for all the sentinels.
+    if infos.iter().any(|i| {
+        i.redis_settings().username() != first.username()
+            || i.redis_settings().password() != first.password()
+    }) {
+        return Err(StoreError::config(
+            "every sentinel URL must carry the same user and password (or none)",
+        ));
+    }
+    let tls_sentinels = infos.iter().filter(|i| is_tls(i.addr())).count();
+    if tls_sentinels != 0 && tls_sentinels != infos.len() {
+        return Err(StoreError::config(
+            "sentinel URLs must be all redis:// or all rediss://",
+        ));
+    }
+    let mut client = SentinelClientBuilder::new(
+        infos.iter().map(|i| i.addr().clone()),
+        master,
         SentinelServerType::Master,
     )
     .map_err(store_error)?;
+    if let Some(username) = first.username() {
+        client = client.set_client_to_sentinel_username(username);
+    }
+    if let Some(password) = first.password() {
+        client = client.set_client_to_sentinel_password(password);
+    }
+    // The primary's user: the builder's, else the one the sentinel URLs name (one name
+    // for one ACL user defined on the sentinels and the servers); never their password.
+    if let Some(username) = builder.username.as_deref().or(first.username()) {
+        client = client.set_client_to_redis_username(username);
+    }
+    if let Some(password) = &builder.password {
+        client = client.set_client_to_redis_password(password);
+    }
+    #[cfg(feature = "redis-tls")]
+    {
+        // Sentinels reached over TLS name primaries that serve TLS (a deployment
+        // that encrypts one encrypts both); TLS material alone also asks for it.
+        if builder.tls.is_some() || tls_sentinels > 0 {
+            super::tls::ensure_crypto_provider();
+            client = client.set_client_to_redis_tls_mode(redis::TlsMode::Secure);
+        }
+        if let Some(tls) = &builder.tls {
+            tls.check()?;
+            client = client.set_client_to_redis_certificates(tls.certificates());
+            if tls_sentinels > 0 {
+                client = client.set_client_to_sentinel_certificates(tls.certificates());
+            }
+        }
+    }
+    let client = client.build().map_err(store_error)?;
     let config = AsyncConnectionConfig::new()
-        .set_response_timeout(Some(response_timeout))
-        .set_connection_timeout(Some(connect_timeout));
+        .set_response_timeout(Some(builder.response_timeout))
+        .set_connection_timeout(Some(builder.connect_timeout));
     Ok(Backend::Sentinel(Arc::new(SentinelConnection {
         client: tokio::sync::Mutex::new(client),
         current: Mutex::new(None),
         config,
         lookup_timeout,
     })))
+}
+
+fn is_tls(addr: &ConnectionAddr) -> bool {
+    matches!(addr, ConnectionAddr::TcpTls { .. })
 }
 
 impl SentinelConnection {
