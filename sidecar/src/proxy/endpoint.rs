@@ -7,8 +7,7 @@
 //! [`SendRequest`] handles from hyper's connection-level API:
 //!
 //! - a request takes an idle connection that is ready (or dials a new one, bounded by the
-//!   connect timeout) and drives that connection's I/O in its own task: no task per
-//!   connection, no hop between tasks per request;
+//!   connect timeout);
 //! - the connection rides along inside the response body ([`PooledBody`]) and goes back
 //!   to the stack when the body has been read to its end — HTTP/1.1 cannot start the next
 //!   request on it before; a body dropped early takes its connection with it;
@@ -18,7 +17,6 @@
 //!   upstream closed it meanwhile) is retried once on a fresh one: nothing of it reached
 //!   the upstream, so the retry cannot duplicate it.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -61,53 +59,8 @@ impl SendError {
     }
 }
 
-type Io = TokioIo<TcpStream>;
-
-/// One keep-alive connection: both halves of hyper's HTTP/1.1 client connection.
-///
-/// The [`Connection`](http1::Connection) half does the I/O. It is not given a task of its
-/// own: whoever holds the pair polls it — the request's task while the request and its
-/// response head are in flight, the response body while it streams. A request then never
-/// crosses to another task and back (hyper's `SendRequest` channel is only a hand-over
-/// within one task), which is where the wake-ups and context switches of the profile in
-/// `docs/benchmarks.md` went.
-struct Conn {
-    sender: SendRequest<Incoming>,
-    /// `None` once it has finished (closed or failed): the sender then fails too.
-    io: Option<http1::Connection<Io, Incoming>>,
-}
-
-impl Conn {
-    /// Drives the connection's I/O; `false` once it has finished. A finished
-    /// connection is dropped at once, which fails whatever request it still held
-    /// (hyper answers a dropped dispatcher's requests with an error).
-    fn drive(&mut self, cx: &mut Context<'_>) -> bool {
-        if let Some(io) = &mut self.io {
-            if let Poll::Ready(result) = Pin::new(io).poll(cx) {
-                if let Err(e) = result {
-                    tracing::debug!(error = %e, "upstream connection ended with an error");
-                }
-                self.io = None;
-            }
-        }
-        self.io.is_some()
-    }
-
-    /// Drives the connection until it can take a request. `Ready(false)`: it cannot.
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<bool> {
-        if !self.drive(cx) {
-            return Poll::Ready(false);
-        }
-        match self.sender.poll_ready(cx) {
-            Poll::Ready(Ok(())) => Poll::Ready(true),
-            Poll::Ready(Err(_)) => Poll::Ready(false),
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
 struct Idle {
-    conn: Conn,
+    sender: SendRequest<Incoming>,
     since: Instant,
 }
 
@@ -139,87 +92,48 @@ impl Endpoint {
         })
     }
 
-    fn pop_idle(&self) -> Option<Conn> {
+    fn pop_idle(&self) -> Option<SendRequest<Incoming>> {
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
-        while let Some(idle) = idle.pop() {
-            if idle.since.elapsed() < self.idle_timeout && !idle.conn.sender.is_closed() {
-                return Some(idle.conn);
+        while let Some(conn) = idle.pop() {
+            if conn.since.elapsed() < self.idle_timeout && !conn.sender.is_closed() {
+                return Some(conn.sender);
             }
         }
         None
     }
 
-    /// An idle connection ready for a request. Nobody polls a connection while it is
-    /// idle, so a close by the upstream (or the last step of the previous exchange) is
-    /// noticed here: the connection is driven once, and briefly awaited if it is not
-    /// ready yet.
-    async fn take_idle(&self) -> Option<Conn> {
-        while let Some(mut conn) = self.pop_idle() {
-            // Usually ready at the first poll: no timer armed on the common path.
-            let ready = std::future::poll_fn(|cx| match conn.poll_ready(cx) {
-                Poll::Ready(ready) => Poll::Ready(Some(ready)),
-                Poll::Pending => Poll::Ready(None),
-            })
-            .await;
-            let ready = match ready {
-                Some(ready) => ready,
-                None => tokio::time::timeout(
-                    Duration::from_millis(100),
-                    std::future::poll_fn(|cx| conn.poll_ready(cx)),
-                )
-                .await
-                .unwrap_or(false),
-            };
-            if ready {
-                return Some(conn);
+    /// An idle connection ready for a request. A connection goes back to the stack the
+    /// moment its last body frame is read, a moment before its task marks it ready
+    /// again, so readiness is awaited here (briefly) rather than demanded there.
+    async fn take_idle(&self) -> Option<SendRequest<Incoming>> {
+        while let Some(mut sender) = self.pop_idle() {
+            // Usually ready already: no timer armed on the common path.
+            if sender.is_ready() {
+                return Some(sender);
+            }
+            if let Ok(Ok(())) =
+                tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
+            {
+                return Some(sender);
             }
         }
         None
     }
 
-    /// Returns a connection whose response has ended. `cx` (the body's reader) drives
-    /// it one last step; a connection that still cannot take a request then — it is
-    /// still sending a request body the upstream answered before reading to its end —
-    /// finishes in a task of its own, as a connection task would have, and comes back
-    /// when it is ready.
-    fn release(self: Arc<Self>, mut conn: Conn, cx: Option<&mut Context<'_>>) {
-        let ready = match cx {
-            Some(cx) => conn.poll_ready(cx),
-            None if conn.sender.is_ready() => Poll::Ready(true),
-            None => Poll::Pending,
-        };
-        match ready {
-            Poll::Ready(true) => self.put_back(conn),
-            Poll::Ready(false) => {}
-            Poll::Pending => {
-                // Outside a runtime (never in the sidecar) the connection is closed instead.
-                if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                    let timeout = self.idle_timeout;
-                    runtime.spawn(async move {
-                        let ready = std::future::poll_fn(|cx| conn.poll_ready(cx));
-                        if let Ok(true) = tokio::time::timeout(timeout, ready).await {
-                            self.put_back(conn);
-                        }
-                    });
-                }
-            }
-        }
-    }
-
-    fn put_back(&self, conn: Conn) {
-        if conn.io.is_none() || conn.sender.is_closed() {
+    fn put_back(&self, sender: SendRequest<Incoming>) {
+        if sender.is_closed() {
             return;
         }
         let mut idle = self.idle.lock().unwrap_or_else(PoisonError::into_inner);
         if idle.len() < self.max_idle {
             idle.push(Idle {
-                conn,
+                sender,
                 since: Instant::now(),
             });
         }
     }
 
-    async fn connect(&self) -> Result<Conn, SendError> {
+    async fn connect(&self) -> Result<SendRequest<Incoming>, SendError> {
         let stream =
             tokio::time::timeout(self.connect_timeout, TcpStream::connect(&self.authority))
                 .await
@@ -229,11 +143,13 @@ impl Endpoint {
                     source,
                 })?;
         let _ = stream.set_nodelay(true);
-        let (sender, io) = http1::handshake(TokioIo::new(stream)).await?;
-        Ok(Conn {
-            sender,
-            io: Some(io),
-        })
+        let (sender, connection) = http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Sends `request` (origin-form URI, `Host` set) and returns the response, whose
@@ -249,35 +165,27 @@ impl Endpoint {
     ) -> Result<Response<PooledBody>, (SendError, Option<Request<Incoming>>)> {
         let mut fresh = false;
         loop {
-            let mut conn = match self.take_idle().await {
-                Some(conn) => conn,
+            let mut sender = match self.take_idle().await {
+                Some(sender) => sender,
                 None => {
                     fresh = true;
                     match self.connect().await {
-                        Ok(conn) => conn,
+                        Ok(sender) => sender,
                         Err(e) => return Err((e, Some(request))),
                     }
                 }
             };
-            let mut response = std::pin::pin!(conn.sender.try_send_request(request));
-            // The connection's I/O first, then the response: what the I/O just read is
-            // then picked up in the same poll.
-            let sent = std::future::poll_fn(|cx| {
-                conn.drive(cx);
-                response.as_mut().poll(cx)
-            })
-            .await;
-            match sent {
+            match sender.try_send_request(request).await {
                 Ok(response) => {
                     let endpoint = self.clone();
                     return Ok(response.map(|body| {
                         let mut body = PooledBody {
                             body,
-                            home: Some((conn, endpoint)),
+                            home: Some((sender, endpoint)),
                         };
                         // An empty body (HEAD, 204, 304) may never be polled.
                         if body.body.is_end_stream() {
-                            body.release(None);
+                            body.release();
                         }
                         body
                     }));
@@ -293,12 +201,9 @@ impl Endpoint {
 }
 
 /// An upstream response body that returns its connection to the pool at its end.
-///
-/// While it streams, the body also drives its connection's I/O (see [`Conn`]): the
-/// upstream's bytes are read by whichever task reads this body.
 pub struct PooledBody {
     body: Incoming,
-    home: Option<(Conn, Arc<Endpoint>)>,
+    home: Option<(SendRequest<Incoming>, Arc<Endpoint>)>,
 }
 
 impl PooledBody {
@@ -307,9 +212,9 @@ impl PooledBody {
         PooledBody { body, home: None }
     }
 
-    fn release(&mut self, cx: Option<&mut Context<'_>>) {
-        if let Some((conn, endpoint)) = self.home.take() {
-            endpoint.release(conn, cx);
+    fn release(&mut self) {
+        if let Some((sender, endpoint)) = self.home.take() {
+            endpoint.put_back(sender);
         }
     }
 }
@@ -322,14 +227,10 @@ impl Body for PooledBody {
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        if let Some((conn, _)) = &mut self.home {
-            // A finished connection has already handed the body its end or error.
-            conn.drive(cx);
-        }
         let frame = Pin::new(&mut self.body).poll_frame(cx);
         match &frame {
-            Poll::Ready(None) => self.release(Some(cx)),
-            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(Some(cx)),
+            Poll::Ready(None) => self.release(),
+            Poll::Ready(Some(Ok(_))) if self.body.is_end_stream() => self.release(),
             Poll::Ready(Some(Err(_))) => self.home = None,
             _ => {}
         }
