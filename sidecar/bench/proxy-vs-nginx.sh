@@ -11,7 +11,9 @@
 #   redis         tollgate-sidecar, Redis store, --key global
 #   redis-rand    tollgate-sidecar, Redis store, --key header:x-api-key, 100k random keys
 # Extra rows on request (CONFIGS): mem-rand (memory store, 100k random header keys); mem-alt
-# (as mem, but another build of the sidecar, ALT_BIN=path: to compare a change in one run).
+# (as mem, but another build of the sidecar, ALT_BIN=path: to compare a change in one run); bare
+# (sidecar/examples/bare_proxy.rs: hyper server + one upstream connection per client
+# connection, nothing else — the floor of a hyper proxy).
 #
 # The client is the same for every row: `wrk -t1 -c64 -d5s --latency -s random-key.lua`, which
 # sends `x-api-key: k<N>` with N drawn from 100,000 keys (shuffled once per run; rows that do not
@@ -39,6 +41,7 @@
 #   SIDECAR_ARGS="..."          extra flags for every sidecar (e.g. to compare settings)
 #   SIDECAR_BIN=path            the sidecar binary to run (default: build it in release)
 #   ALT_BIN=path                the binary of the mem-alt row
+#   BARE_BIN=path               the bare row's binary (default: build the bare_proxy example)
 #   OUT=FILE                    also write the raw per-run lines to FILE
 #   DOCS=1                      write the table into docs/benchmarks.md (0: do not)
 set -euo pipefail
@@ -81,6 +84,7 @@ NGINX=$(command -v nginx)
 echo "== building (release)"
 [ -z "${SIDECAR_BIN:-}" ] && cargo build --release --quiet -p tollgate-sidecar --bin tollgate-sidecar
 [ "$UPSTREAM" = trivial ] && cargo build --release --quiet -p tollgate-loadgen --example trivial_server
+[[ " $CONFIGS " == *" bare "* ]] && [ -z "${BARE_BIN:-}" ] && cargo build --release --quiet -p tollgate-sidecar --example bare_proxy
 target_dir=$(cargo metadata --format-version 1 --no-deps | sed -n 's/.*"target_directory":"\([^"]*\)".*/\1/p')
 sidecar_bin=${SIDECAR_BIN:-"$target_dir/release/tollgate-sidecar"}
 
@@ -216,6 +220,11 @@ for c in $CONFIGS; do
     mem-alt)    [ -n "${ALT_BIN:-}" ] || { echo "mem-alt needs ALT_BIN" >&2; exit 64; }
                 start_sidecar mem-alt global "" "$ALT_BIN"
                 describe[$c]="tollgate-sidecar, memory store, global key, $ALT_BIN" ;;
+    bare)       port=$(free_port)
+                "${BARE_BIN:-$target_dir/release/examples/bare_proxy}" "$port" "127.0.0.1:$up_port" "$lifetime" >"$tmp/bare.out" 2>&1 &
+                pid_of[$c]=$!; pids+=("${pid_of[$c]}"); url[$c]="http://127.0.0.1:$port"
+                wait_http "${url[$c]}/health"
+                describe[$c]="bare hyper proxy (sidecar/examples/bare_proxy.rs), no limiter" ;;
     mem-rand)   start_sidecar mem-rand header:x-api-key
                 describe[$c]="tollgate-sidecar, memory store, $KEYS random header keys" ;;
     redis)      start_sidecar redis global "$redis_port"
@@ -360,7 +369,7 @@ table="$tmp/table.md"
     if has nginx-auto && [ "$c" != direct ]; then
       ratio=$(per_round_ratio "$c" nginx-auto | median)
       [ "$c" = nginx-auto ] && ratio="1.00"
-      case "$c" in mem*|redis*) ratio="**$ratio**" ;; esac
+      case "$c" in mem*|redis*|bare) ratio="**$ratio**" ;; esac
     fi
     [ "$c" = direct ] && cpu="—" || cpu="$cpu µs"
     rcpu="—"
