@@ -100,6 +100,7 @@ pub fn config(upstream: SocketAddr, rate: &str, key: &str) -> FileConfig {
             rate: rate.into(),
             algorithm: None,
             key: key.into(),
+            consistency: None,
         }],
         ..PolicySection::default()
     });
