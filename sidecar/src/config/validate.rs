@@ -11,8 +11,8 @@ use tollgate::response::HeaderStyle;
 use tollgate::{Algorithm, FailureMode, LimitSpec};
 
 use super::{
-    Config, ConfigError, FileConfig, LeaseSettings, LimiterConfig, ProxyConfig, RedisSection, RedisTopology,
-    Route, StoreConfig, Upstream,
+    Config, ConfigError, FileConfig, LeaseSettings, LimiterConfig, ProxyConfig, RedisSection,
+    RedisTopology, Route, StoreConfig, Upstream,
 };
 
 pub(super) struct Checker<'a> {
