@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::Decision;
 use crate::algorithm::LimitSpec;
+use crate::policy::Consistency;
 use crate::store::Check;
 
 /// A request whose keys and cost are known, waiting for the store's answer.
@@ -15,6 +16,9 @@ pub struct Pending {
     pub(super) cost: u64,
     pub(super) names: Vec<Arc<str>>,
     pub(super) checks: Vec<Check>,
+    /// Bit `i` set: limit `i` is leased (`Consistency::Leased`); limits past the 64th
+    /// are always exact.
+    pub(super) leased: u64,
 }
 
 impl Pending {
@@ -27,7 +31,22 @@ impl Pending {
             cost,
             names: Vec::new(),
             checks: Vec::new(),
+            leased: 0,
         }
+    }
+
+    /// Marks the limit added last as leased.
+    pub(super) fn leased(mut self, consistency: Consistency) -> Self {
+        let i = self.checks.len().wrapping_sub(1);
+        if consistency == Consistency::Leased && i < 64 {
+            self.leased |= 1 << i;
+        }
+        self
+    }
+
+    /// Whether limit `i` is leased.
+    pub(super) fn is_leased(&self, i: usize) -> bool {
+        i < 64 && self.leased & (1 << i) != 0
     }
 
     /// Adds limit `name` (validated) of `spec`, counted under `key`.

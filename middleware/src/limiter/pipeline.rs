@@ -14,6 +14,10 @@ impl RateLimiter {
     ///
     /// Returns the pending request when only the store can answer.
     pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
+        // Leased limits (issue 13, limiter/lease): spend the node's lease first.
+        if let Some(decision) = self.lease_now(&pending) {
+            return Ok(self.record(decision));
+        }
         if let Some(decision) = self.cached_refusal(&pending) {
             return Ok(self.record(decision));
         }
@@ -36,6 +40,15 @@ impl RateLimiter {
     /// The store round trip of [`decide`](Self::decide), for callers that already
     /// tried [`try_decide_now`](Self::try_decide_now).
     pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
+        // Leased limits (issue 13, limiter/lease) refill or fall back to exact there.
+        if self.leases_apply(&pending) {
+            return self.ask_store_leased(pending).await;
+        }
+        self.ask_store_exact(pending).await
+    }
+
+    /// The exact store round trip: every limit decided by the store.
+    pub(super) async fn ask_store_exact(&self, pending: Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
             return self.record(self.on_failure(&pending, &Unavailable::CircuitOpen));
@@ -99,7 +112,12 @@ impl RateLimiter {
         })
     }
 
-    fn finish(&self, pending: &Pending, verdicts: Vec<Verdict>, from_fallback: bool) -> Decision {
+    pub(super) fn finish(
+        &self,
+        pending: &Pending,
+        verdicts: Vec<Verdict>,
+        from_fallback: bool,
+    ) -> Decision {
         let allowed = verdicts.iter().all(|v| v.allowed);
         let kind = match (allowed, pending.shadow) {
             (true, _) => DecisionKind::Allowed,
@@ -126,7 +144,7 @@ impl RateLimiter {
         }
     }
 
-    fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
+    pub(super) fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
         let inner = &self.inner;
         inner.metrics.store_error(inner.store_kind, error.kind());
         if !matches!(error, Unavailable::CircuitOpen) {
