@@ -41,7 +41,8 @@ const LARGE: Lease = Lease {
 struct Node {
     child: Proc,
     proxy: SocketAddr,
-    _config: TempPath,
+    admin: SocketAddr,
+    config: TempPath,
 }
 
 /// The two policies every node serves: `/big` (600 per 30 days, fixed window) and
@@ -149,7 +150,8 @@ async fn node(
     Node {
         child,
         proxy,
-        _config: path,
+        admin,
+        config: path,
     }
 }
 
@@ -370,6 +372,71 @@ async fn redis_down_spends_the_lease_then_follows_the_failure_mode() {
         "after {from_lease} admissions from the lease: {tail:?}"
     );
     assert!(from_lease <= 300, "{from_lease} admitted with Redis down");
+}
+
+/// A reload that turns a leased limit exact gives the old limiter's slice back at once:
+/// the exact limiter can then spend the whole remaining budget (without the return, the
+/// slice would be stranded for the lease's `max_age`, a minute here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn reload_to_exact_returns_the_lease() {
+    let redis = support::RedisServer::start();
+    let upstream = common::upstream().await;
+    let n = node(upstream, &redis.url(), "leased", "open", LARGE).await;
+    let warm = drive(&[n.proxy], "/echo/big", 100, 2).await;
+    assert_eq!(warm.ok, 100, "{warm:?}");
+
+    let text = std::fs::read_to_string(&*n.config).expect("config");
+    write(
+        &n.config,
+        &text.replace("consistency = \"leased\"", "consistency = \"exact\""),
+    );
+    let admin = n.admin;
+    common::eventually("reloaded", Duration::from_secs(10), || async move {
+        let text = common::metrics_text(admin).await;
+        match common::metric(&text, "tollgate_config_reloads_total", &[("result", "ok")]) {
+            Some(v) if v >= 1.0 => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+    let config: serde_json::Value = common::get_url(format!("http://{admin}/config"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(
+        config["policies"][0]["limits"][0]["consistency"], "exact",
+        "{config}"
+    );
+    // The replaced limiter returns its slice in the background, right after the swap.
+    common::eventually(
+        "the slice returned",
+        Duration::from_secs(5),
+        || async move {
+            let text = common::metrics_text(admin).await;
+            match common::metric(
+                &text,
+                "ratelimiter_lease_units_returned_total",
+                &[("policy", "big")],
+            ) {
+                Some(v) if v > 0.0 => Ok(()),
+                _ => Err(text
+                    .lines()
+                    .filter(|l| l.contains("lease") || l.contains("reload"))
+                    .collect::<Vec<_>>()
+                    .join("\n")),
+            }
+        },
+    )
+    .await;
+    let more = drive(&[n.proxy], "/echo/big", 700, 4).await;
+    assert_eq!(
+        warm.ok + more.ok,
+        600,
+        "admitted {} leased, then {} exact after the reload",
+        warm.ok,
+        more.ok
+    );
 }
 
 /// The interface's flags and fields, spelled wrong: exit 64, naming them.
