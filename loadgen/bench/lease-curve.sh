@@ -10,7 +10,7 @@
 #
 # Usage: loadgen/bench/lease-curve.sh      (from anywhere inside the repository)
 # Tunables (env): RATE=500 (limit per second) DURATION=8 (s per run) MULTS="1 2 4"
-#   SLICES="20:0.1 100:0.25" (target_ms:max_fraction per leased row) HOT_RPS=4000 HOT_SECONDS=6
+#   SLICES="20:0.1 100:0.25" (target_ms:max_fraction per leased row) HOT_RPS=8000 HOT_SECONDS=6
 #
 # Everything listens on 127.0.0.1, every run is bounded by its duration (and `timeout`), and
 # the upstream exits by itself; the trap stops what the script started. Prints a markdown table.
@@ -20,7 +20,7 @@ RATE=${RATE:-500}
 DURATION=${DURATION:-8}
 MULTS=${MULTS:-"1 2 4"}
 SLICES=${SLICES:-"20:0.1 100:0.25"}
-HOT_RPS=${HOT_RPS:-4000}
+HOT_RPS=${HOT_RPS:-8000}
 HOT_SECONDS=${HOT_SECONDS:-6}
 
 root=$(git -C "$(dirname "$0")" rev-parse --show-toplevel 2>/dev/null || (cd "$(dirname "$0")/../.." && pwd))
@@ -32,11 +32,14 @@ done
 echo "== building (release)" >&2
 cargo build --release --quiet -p tollgate-sidecar -p tollgate-loadgen --bins --example trivial_server
 target_dir=$(cargo metadata --format-version 1 --no-deps | jq -r .target_directory)
-sidecar="$target_dir/release/tollgate-sidecar"
-loadgen="$target_dir/release/tollgate-loadgen"
-server="$target_dir/release/examples/trivial_server"
-
 work=$(mktemp -d)
+# Copies: a target directory shared with other checkouts may be rebuilt under us mid-run.
+cp "$target_dir/release/tollgate-sidecar" "$target_dir/release/tollgate-loadgen" \
+  "$target_dir/release/examples/trivial_server" "$work/"
+sidecar="$work/tollgate-sidecar"
+loadgen="$work/tollgate-loadgen"
+server="$work/trivial_server"
+
 pids=()
 cleanup() {
   for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -85,6 +88,13 @@ node_id = "$name-$i"
 
 [redis]
 url = "redis://127.0.0.1:$redis_port"
+timeout_ms = 1000
+
+# Closed, and a long timeout: on a loaded machine a slow Redis answer must show as a failed
+# request (the table's last column), never as an admission that fail-open would add.
+[limiter]
+failure_mode = "closed"
+timeout_ms = 1000
 
 [lease]
 target_ms = $target_ms
@@ -118,7 +128,13 @@ stop_sidecars() {
   done
 }
 
-redis_commands() { redis-cli -p "$redis_port" info stats | sed -n 's/^total_commands_processed:\([0-9]*\).*/\1/p' | tr -d '\r'; }
+# Script calls Redis has run (EVAL/EVALSHA/FCALL: every decision, lease and return is one);
+# total_commands_processed would also count the commands each script runs inside.
+redis_commands() {
+  redis-cli -p "$redis_port" info commandstats | tr -d '\r' |
+    sed -n 's/^cmdstat_\(evalsha\|eval\|fcall\|evalsha_ro\|eval_ro\|fcall_ro\):calls=\([0-9]*\).*/\2/p' |
+    awk '{ n += $1 } END { print n + 0 }'
+}
 
 run_id=0
 # run LABEL SPREAD NODES MULT RPS LIMIT BURST: one loadgen run on one hot key; prints a table row.
@@ -138,18 +154,18 @@ run() {
     --stats-interval 3600 --progress never --max-failed-percent 100 --json "$json" >/dev/null 2>&1 || true
   after=$(redis_commands)
   [ -s "$json" ] || { echo "| $label | $nodes | $spread | ${mult}× | (loadgen wrote no summary) |"; return; }
-  jq -r --arg label "$label" --arg spread "$spread" --arg nodes "$nodes" --arg mult "$mult" \
+  jq -r --arg lbl "$label" --arg spread "$spread" --arg nodes "$nodes" --arg mult "$mult" \
     --arg cmds "$((after - before))" --arg first "${proxies[0]}" '
     (.accuracy.allowed_max_total // 0) as $allowed
     | ([.requests, $allowed] | min) as $ideal
     | ([.per_target[] | select(.target == $first) | .requests] | add // 0) as $on_first
-    | "| \($label) | \($nodes) | \($spread) (\(if .requests > 0 then ($on_first * 100 / .requests | floor) else 0 end) % on one) | \($mult)× | \(.requests) | \(.admitted) | \($ideal) | \(if $ideal > 0 then (.admitted * 10000 / $ideal | floor) / 100 else 0 end) % | \(.achieved_rps | floor) | \(.latency_ms.p99) | \(if .requests > 0 then (($cmds | tonumber) * 100 / .requests | floor) / 100 else 0 end) | \(.failed) |"
+    | "| \($lbl) | \($nodes) | \($spread) (\(if .requests > 0 then ($on_first * 100 / .requests | floor) else 0 end) % on one) | \($mult) | \(.requests) | \(.admitted) | \($ideal) | \(if $ideal > 0 then (.admitted * 10000 / $ideal | floor) / 100 else 0 end) % | \(.achieved_rps | floor) | \(.latency_ms.p99) | \(if .requests > 0 then (($cmds | tonumber) * 100 / .requests | floor) / 100 else 0 end) | \(.failed) |"
   ' "$json"
 }
 
 header() {
   echo
-  echo "| consistency (target_ms / max_fraction) | sidecars | spread | offered | requests | admitted | ideal | admitted ÷ ideal | decisions/s | p99 ms | Redis cmds / request | failed |"
+  echo "| consistency (target_ms / max_fraction) | sidecars | spread | offered | requests | admitted | ideal | admitted ÷ ideal | decisions/s | p99 ms | Redis scripts / request | failed |"
   echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 }
 
@@ -167,11 +183,11 @@ for cfg in "${configs[@]}"; do
   [ "$consistency" = leased ] && label="leased ($target_ms / $fraction)"
   start_sidecars "c$n" "$consistency" "$target_ms" "$fraction" "$RATE/s"
   for mult in $MULTS; do
-    run "$label" even 3 "$mult" $((RATE * mult)) "$RATE" "$RATE"
-    run "$label" uneven 3 "$mult" $((RATE * mult)) "$RATE" "$RATE"
+    run "$label" even 3 "${mult}×" $((RATE * mult)) "$RATE" "$RATE"
+    run "$label" uneven 3 "${mult}×" $((RATE * mult)) "$RATE" "$RATE"
   done
-  run "$label" even 1 2 $((RATE * 2)) "$RATE" "$RATE"
-  run "$label" even 2 2 $((RATE * 2)) "$RATE" "$RATE"
+  run "$label" even 1 2× $((RATE * 2)) "$RATE" "$RATE"
+  run "$label" even 2 2× $((RATE * 2)) "$RATE" "$RATE"
   stop_sidecars
 done
 
@@ -183,7 +199,7 @@ for cfg in "exact:20:0.1" "leased:20:0.1"; do
   IFS=: read -r consistency target_ms fraction <<<"$cfg"
   n=$((n + 1))
   start_sidecars "h$n" "$consistency" "$target_ms" "$fraction" "1000000/s"
-  run "$consistency" even 3 "-" "$HOT_RPS" 1000000 1000000
+  run "$consistency" even 3 "$HOT_RPS/s" "$HOT_RPS" 1000000 1000000
   stop_sidecars
 done
 echo
