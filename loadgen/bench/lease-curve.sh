@@ -121,6 +121,8 @@ EOF
     pids+=($!)
     proxies+=("http://127.0.0.1:$proxy")
     for _ in $(seq 100); do curl -fsS -o /dev/null "http://127.0.0.1:$admin/ready" 2>/dev/null && break; sleep 0.1; done
+    curl -fsS -o /dev/null "http://127.0.0.1:$admin/ready" 2>/dev/null ||
+      { echo "sidecar $name-$i not ready within 10 s:" >&2; cat "$work/$name-$i.log" >&2; exit 70; }
   done
 }
 
@@ -141,6 +143,7 @@ redis_commands() {
 }
 
 run_id=0
+n=0 # configurations started, for unique node names
 # run LABEL SPREAD NODES MULT RPS LIMIT BURST [ALGORITHM WINDOW_MS]: one loadgen run on one hot
 # key; prints a table row.
 run() {
@@ -181,7 +184,6 @@ echo "ideal = min(requests, the most GCRA allows over the run: burst + rate × e
 header
 configs=("exact:20:0.1")
 for s in $SLICES; do configs+=("leased:$s"); done
-n=0
 for cfg in "${configs[@]}"; do
   IFS=: read -r consistency target_ms fraction <<<"$cfg"
   n=$((n + 1))
@@ -200,7 +202,7 @@ fi
 
 if [[ " $SECTIONS " == *" hot "* ]]; then
 echo
-echo "## Hot key: offered $HOT_RPS/s for ${HOT_SECONDS} s over three sidecars, limit 100000000 per minute (fixed window: every request a decision that admits)"
+echo "## Hot key: offered $HOT_RPS/s for ${HOT_SECONDS} s over three sidecars, limit 100000000 per hour (fixed window: every request a decision that admits)"
 echo
 echo "A fixed window, not GCRA: a GCRA lease is only spendable while the store's backlog covers it, which at a rate this far above the traffic is microseconds (see docs/benchmarks.md)."
 header
@@ -208,8 +210,8 @@ DURATION=$HOT_SECONDS
 for cfg in "exact:20:0.1" "leased:20:0.1"; do
   IFS=: read -r consistency target_ms fraction <<<"$cfg"
   n=$((n + 1))
-  start_sidecars "h$n" "$consistency" "$target_ms" "$fraction" "100000000/1m" fixed-window
-  run "$consistency" even 3 "$HOT_RPS/s" "$HOT_RPS" 100000000 100000000 fixed-window 60000
+  start_sidecars "h$n" "$consistency" "$target_ms" "$fraction" "100000000/1h" fixed-window
+  run "$consistency" even 3 "$HOT_RPS/s" "$HOT_RPS" 100000000 100000000 fixed-window 3600000
   stop_sidecars
 done
 fi

@@ -10,7 +10,7 @@
 //!
 //! Two measurements per node count and consistency, on one hot key:
 //! - **decisions/s**: `callers` closed-loop tasks per node call `decide_one` for
-//!   `seconds` under a limit so high that every call admits (a billion per minute, fixed
+//!   `seconds` under a limit so high that every call admits (100 million per hour, fixed
 //!   window); this is the ceiling the store puts on one key (exact: one Redis script per
 //!   decision; leased: one per slice).
 //! - **admitted ÷ ideal**: open-loop arrivals at `mult` × the limit (default 2×, the
@@ -119,13 +119,13 @@ fn limit(algorithm: Algorithm, quota: u64, period: Duration, consistency: Consis
 /// Closed-loop decisions/s on one never-refusing hot key.
 async fn throughput(args: &Args, n: usize, consistency: Consistency, run: u64) -> f64 {
     let limiters = nodes(&args.redis, &format!("sim{run}"), n);
-    // A billion per minute, fixed window: never the bottleneck. Not GCRA: a GCRA lease is
+    // A hundred million per hour, fixed window: never the bottleneck. Not GCRA: a GCRA lease is
     // spendable only while the store's backlog covers it, which at a rate far above the
     // traffic is microseconds, so the throughput would measure that rule, not leasing.
     let limit = Arc::new(limit(
         Algorithm::FixedWindow,
-        1_000_000_000,
-        Duration::from_secs(60),
+        100_000_000,
+        Duration::from_secs(3600),
         consistency,
     ));
     let done = Arc::new(AtomicU64::new(0));
