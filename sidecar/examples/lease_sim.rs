@@ -85,7 +85,12 @@ fn parse_args() -> Result<Args, String> {
     if !(args.seconds > 0.0 && args.seconds <= 60.0) {
         return Err("--seconds must be in (0, 60]".into());
     }
-    if args.callers == 0 || args.callers > 256 || args.limit == 0 || !(args.mult > 0.0) {
+    if args.callers == 0
+        || args.callers > 256
+        || args.limit == 0
+        || args.mult.is_nan()
+        || args.mult <= 0.0
+    {
         return Err("--callers 1..=256, --limit > 0, --mult > 0".into());
     }
     Ok(args)
