@@ -257,6 +257,7 @@ impl RateLimiterBuilder {
         // Every build, not once per process: a recorder installed after an earlier
         // build would otherwise never get the descriptions. It is a few map inserts.
         describe_metrics();
+        limiter.register_lease_metrics();
         Ok(limiter)
     }
 }

@@ -149,6 +149,21 @@ impl LimiterMetrics {
         metrics::counter!(DENY_CACHE_HITS, labels).increment(1);
     }
 
+    /// Registers the lease families of `policy` at zero, so a scrape shows them (and
+    /// `rate()` has a start) before the first lease is taken.
+    pub(crate) fn lease_zero(&self, policy: &Arc<str>) {
+        let policy = || SharedString::from(policy.clone());
+        metrics::counter!(LEASES, self.with([("policy", policy())])).increment(0);
+        metrics::counter!(LEASE_UNITS_RETURNED, self.with([("policy", policy())])).increment(0);
+        for source in ["local", "store"] {
+            let labels = self.with([
+                ("policy", policy()),
+                ("source", SharedString::const_str(source)),
+            ]);
+            metrics::counter!(LEASE_DECISIONS, labels).increment(0);
+        }
+    }
+
     pub(crate) fn lease_taken(&self, policy: &Arc<str>) {
         let labels = self.with([("policy", SharedString::from(policy.clone()))]);
         metrics::counter!(LEASES, labels).increment(1);

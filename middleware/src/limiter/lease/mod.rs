@@ -48,7 +48,7 @@ use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use self::slice::{lifetime, slice_size, KeyLease, Lease};
+use self::slice::{lifetime, max_age, slice_size, KeyLease, Lease};
 use super::{BuildError, Decision, Pending, RateLimiter, Unavailable};
 use crate::algorithm::{Algorithm, Verdict};
 use crate::store::{Check, StoreFuture};
@@ -107,7 +107,7 @@ impl LeaseConfig {
     }
 
     /// A lease is never spent after this age (default 250 ms); its unused units are
-    /// given back then. Must be greater than zero.
+    /// given back then. Must be greater than zero; more than an hour counts as an hour.
     pub fn max_age(mut self, max_age: Duration) -> Self {
         self.max_age = max_age;
         self
@@ -193,6 +193,21 @@ impl Leases {
     }
 }
 
+/// Clears the refilling mark of its keys when dropped, however the request ends.
+struct RefillGuard<'a> {
+    leases: &'a Leases,
+    keys: Vec<String>,
+}
+
+impl Drop for RefillGuard<'_> {
+    fn drop(&mut self) {
+        let now = Instant::now();
+        for key in &self.keys {
+            self.leases.with_key(key, now, |k| k.refilling = false);
+        }
+    }
+}
+
 /// What one leased limit of a request will be answered from.
 enum Plan {
     /// Units reserved from the current lease of this generation.
@@ -202,6 +217,23 @@ enum Plan {
 }
 
 impl RateLimiter {
+    /// Shows the lease families at zero for every policy with a leased limit, when this
+    /// limiter leases at all (a shared store).
+    pub(super) fn register_lease_metrics(&self) {
+        if self.inner.leases.is_none() {
+            return;
+        }
+        for policy in &self.inner.policies {
+            if policy
+                .limits
+                .iter()
+                .any(|l| l.consistency == crate::policy::Consistency::Leased)
+            {
+                self.inner.metrics.lease_zero(&policy.name);
+            }
+        }
+    }
+
     /// Whether `pending` takes the leased path.
     pub(super) fn leases_apply(&self, pending: &Pending) -> bool {
         pending.leased != 0 && self.inner.leases.is_some()
@@ -292,6 +324,16 @@ impl RateLimiter {
             self.undo(leases, &pending, &plans, now);
             return self.exact_for_leased(leases, pending).await;
         }
+        // A request dropped while its refill is in flight (a client that went away)
+        // must not leave the key marked as refilling: it would stay exact for good.
+        let _refilling = RefillGuard {
+            leases,
+            keys: plans
+                .iter()
+                .filter(|(_, plan)| matches!(plan, Plan::Refill(_)))
+                .map(|(i, _)| pending.checks[*i].key.clone())
+                .collect(),
+        };
         // Charge the slices that ran out, one store call each.
         for p in 0..plans.len() {
             let (i, Plan::Refill(units)) = plans[p] else {
@@ -333,7 +375,11 @@ impl RateLimiter {
                         .saturating_add(lease.spendable(started)),
                     ..charged.verdict
                 };
-                let expiry = (lease.mark.is_some() && lease.expires > started)
+                // A fixed-window lease that ends with its window has nothing to give
+                // back then: the window took its units with it.
+                let window_bound = check.spec.algorithm() == Algorithm::FixedWindow
+                    && lease.expires < started + max_age(&leases.config);
+                let expiry = (lease.mark.is_some() && !window_bound)
                     .then_some((lease.expires, lease.generation));
                 let old = k.lease.replace(lease);
                 Some((verdict, k.generation, old, expiry))

@@ -221,13 +221,20 @@ pub(super) fn slice_size(
 /// the verdict's `reset_after_us` gives (`now` to the window's end for a fixed window,
 /// to one window after it for a sliding one).
 pub(super) fn lifetime(config: &LeaseConfig, spec: &LimitSpec, verdict: &Verdict) -> Duration {
+    let max_age = max_age(config);
     let window_end_us = match spec.algorithm() {
-        Algorithm::Gcra => return config.get_max_age(),
+        Algorithm::Gcra => return max_age,
         Algorithm::FixedWindow => verdict.reset_after_us,
         Algorithm::SlidingWindow => verdict.reset_after_us - spec.period_ms() * 1000,
     };
     let window_end = Duration::from_micros(u64::try_from(window_end_us).unwrap_or(0));
-    config.get_max_age().min(window_end)
+    max_age.min(window_end)
+}
+
+/// The longest a lease may live: `max_age`, capped at one hour so that adding it to an
+/// `Instant` can never overflow, whatever the configuration says.
+pub(super) fn max_age(config: &LeaseConfig) -> Duration {
+    config.get_max_age().min(Duration::from_secs(3600))
 }
 
 #[cfg(test)]
