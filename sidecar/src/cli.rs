@@ -370,21 +370,23 @@ impl Cli {
             }
             file.lease.max_fraction = Some(v);
         }
-        for (flag, value, field) in [
+        for (flag, value, field, max) in [
             (
                 "--lease-target-ms",
                 self.lease_target_ms,
                 &mut file.lease.target_ms,
+                86_400_000,
             ),
             (
                 "--lease-max-age-ms",
                 self.lease_max_age_ms,
                 &mut file.lease.max_age_ms,
+                3_600_000,
             ),
         ] {
             if let Some(ms) = value {
-                if ms == 0 || ms > 86_400_000 {
-                    return Err(flag_err(flag, "must be 1 to 86400000 (one day)".into()));
+                if ms == 0 || ms > max {
+                    return Err(flag_err(flag, format!("must be 1 to {max}")));
                 }
                 *field = Some(ms);
             }

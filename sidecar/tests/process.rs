@@ -572,6 +572,17 @@ path_prefix = "/echo/limited"
 name = "per-key"
 rate = "2/m"
 key = "header:x-api-key"
+
+# A leased limit, so that the lease families are shown too.
+[[policies]]
+name = "leased"
+path_prefix = "/echo/leased"
+
+[[policies.limits]]
+name = "budget"
+rate = "1000/h"
+key = "global"
+consistency = "leased"
 "#,
         url = redis.url(),
         rules = rules.display()

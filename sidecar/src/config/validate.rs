@@ -15,6 +15,9 @@ use super::{
     RedisTopology, Route, StoreConfig, Upstream,
 };
 
+/// The longest lease age the library keeps (it counts more as this).
+pub(crate) const MAX_LEASE_AGE: Duration = Duration::from_secs(3600);
+
 pub(super) struct Checker<'a> {
     source: &'a str,
 }
@@ -254,10 +257,19 @@ impl FileConfig {
                 format!("{max_fraction} is not in (0, 1]: a slice is a fraction of the burst"),
             ));
         }
+        let max_age = c.millis("lease.max_age_ms", l.max_age_ms, ms(defaults.max_age))?;
+        // The library counts more than an hour as an hour: refused here, so that /config
+        // never shows an age that is not in force.
+        if max_age > MAX_LEASE_AGE {
+            return Err(c.err(
+                "lease.max_age_ms",
+                "must be at most 3600000 (one hour): a lease strands its units for as long",
+            ));
+        }
         Ok(LeaseSettings {
             target: c.millis("lease.target_ms", l.target_ms, ms(defaults.target))?,
             max_fraction,
-            max_age: c.millis("lease.max_age_ms", l.max_age_ms, ms(defaults.max_age))?,
+            max_age,
         })
     }
 

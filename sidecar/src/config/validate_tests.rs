@@ -262,6 +262,7 @@ fn consistency_and_lease_settings_validate_and_show_in_effect() {
     assert_eq!(bad("[lease]\nmax_fraction = nan\n"), "lease.max_fraction");
     assert_eq!(bad("[lease]\ntarget_ms = 0\n"), "lease.target_ms");
     assert_eq!(bad("[lease]\nmax_age_ms = 0\n"), "lease.max_age_ms");
+    assert_eq!(bad("[lease]\nmax_age_ms = 3600001\n"), "lease.max_age_ms");
     let wrong = format!(
         "{BASE}[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"a\"\n\
          rate = \"10/s\"\nkey = \"ip\"\nconsistency = \"eventual\"\n"
