@@ -25,6 +25,14 @@
 //! the limiter made for this run, so the bound is never too tight. The over-admission
 //! percentage is `100 · Σ max(0, admitted_k − allowed_max) / Σ allowed_max`, both sums over the
 //! keys that received at least one request.
+//!
+//! The other direction — did it admit *less* than it could? — is `admitted_pct_of_ideal`:
+//! `100 · Σ admitted_k / Σ min(requests_k, allowed_max)`. The ideal per key is what a limiter
+//! that never refuses early could admit: every request while under the maximum. It is an upper
+//! bound (a perfect limiter reaches it under steady load at or above the limit; bursts that
+//! arrive before tokens refill make it unreachable), so 100 % is the aim and a limiter that
+//! strands budget — units leased by one node while another refuses (`consistency = "leased"`)
+//! — shows below it. Above 100 % only together with an over-admission.
 
 use std::fmt;
 use std::str::FromStr;
@@ -152,6 +160,11 @@ pub struct AccuracyReport {
     pub keys_over: u64,
     /// `100 · excess / allowed_max_total`.
     pub over_admission_pct: f64,
+    /// Σ min(requests, allowed_max) over those keys: the most a limiter could have admitted
+    /// of what was sent.
+    pub ideal_total: u64,
+    /// `100 · admitted / ideal_total`: below 100 % is budget left unused (under-admission).
+    pub admitted_pct_of_ideal: f64,
     /// Per-key lines, worst excess first then most admitted, at most [`MAX_KEYS_LISTED`].
     pub per_key: Vec<KeyAccuracy>,
     /// Keys left out of `per_key` by the cap.
@@ -182,6 +195,12 @@ impl AccuracyReport {
         let admitted = lines.iter().map(|l| l.admitted).sum();
         let excess: u64 = lines.iter().map(|l| l.excess).sum();
         let keys_over = lines.iter().filter(|l| l.excess > 0).count() as u64;
+        let ideal_total: u64 = lines.iter().map(|l| l.requests.min(allowed_max)).sum();
+        let admitted_pct_of_ideal = if ideal_total == 0 {
+            0.0
+        } else {
+            100.0 * admitted as f64 / ideal_total as f64
+        };
         let allowed_max_total = allowed_max.saturating_mul(keys);
         let over_admission_pct = if allowed_max_total == 0 {
             0.0
@@ -206,6 +225,8 @@ impl AccuracyReport {
             excess,
             keys_over,
             over_admission_pct,
+            ideal_total,
+            admitted_pct_of_ideal,
             per_key: lines,
             per_key_omitted,
         }
@@ -287,9 +308,40 @@ mod tests {
         assert_eq!(r.excess, 15);
         assert_eq!(r.keys_over, 1);
         assert!((r.over_admission_pct - 25.0).abs() < 1e-9);
+        // Ideal: min(100, 30) for hot + min(20, 30) for warm = 50; 65 admitted of it.
+        assert_eq!(r.ideal_total, 50);
+        assert!((r.admitted_pct_of_ideal - 130.0).abs() < 1e-9);
         assert_eq!(r.per_key[0].key, "hot");
         assert_eq!(r.per_key[0].excess, 15);
         assert_eq!(r.per_key.len(), 2);
+    }
+
+    #[test]
+    fn stranded_budget_shows_as_admitted_below_ideal() {
+        let p = Policy {
+            algorithm: Algorithm::Gcra,
+            limit: 10,
+            window_ms: 1000,
+            burst: 10,
+        };
+        // D = 2 s → max 10 + 20 = 30; 100 sent, 24 admitted: 80 % of what it could have.
+        let counts = KeyCounts {
+            requests: 100,
+            admitted: 24,
+            denied: 76,
+        };
+        let r = AccuracyReport::build(p, Duration::from_secs(2), [("k", counts)]);
+        assert_eq!((r.ideal_total, r.excess), (30, 0));
+        assert!((r.admitted_pct_of_ideal - 80.0).abs() < 1e-9);
+        // Fewer sent than the maximum: the ideal is what was sent.
+        let light = KeyCounts {
+            requests: 12,
+            admitted: 12,
+            denied: 0,
+        };
+        let r = AccuracyReport::build(p, Duration::from_secs(2), [("k", light)]);
+        assert_eq!(r.ideal_total, 12);
+        assert!((r.admitted_pct_of_ideal - 100.0).abs() < 1e-9);
     }
 
     #[test]

@@ -333,6 +333,11 @@ fn render_accuracy(out: &mut String, a: &AccuracyReport) {
         "  keys={} admitted={} allowed_max={} excess={} keys_over={} | over-admission: {:.2}%",
         a.keys, a.admitted, a.allowed_max_total, a.excess, a.keys_over, a.over_admission_pct
     );
+    let _ = writeln!(
+        out,
+        "  ideal={} (min of sent and max, per key) | admitted of ideal: {:.2}%",
+        a.ideal_total, a.admitted_pct_of_ideal
+    );
     for k in a.per_key.iter().take(KEYS_SHOWN) {
         let _ = writeln!(
             out,

@@ -64,6 +64,18 @@ pub struct Cli {
     /// Algorithm of the catch-all limit: gcra, sliding-window, fixed-window [default: gcra]
     #[arg(long, env = "TOLLGATE_ALGORITHM")]
     pub algorithm: Option<String>,
+    /// Consistency of the catch-all limit: exact (every decision asks Redis) or leased (a slice of the budget is leased from Redis and spent in memory; never admits more than the limit, may strand up to a slice per node) [default: exact]
+    #[arg(long, env = "TOLLGATE_CONSISTENCY")]
+    pub consistency: Option<String>,
+    /// Leased limits: how many milliseconds of this node's observed traffic one slice covers (lease.target_ms) [default: 20]
+    #[arg(long, env = "TOLLGATE_LEASE_TARGET_MS")]
+    pub lease_target_ms: Option<u64>,
+    /// Leased limits: the largest slice as a fraction of the limit's burst, in (0, 1] (lease.max_fraction) [default: 0.1]
+    #[arg(long, env = "TOLLGATE_LEASE_MAX_FRACTION")]
+    pub lease_max_fraction: Option<f64>,
+    /// Leased limits: the longest a lease is kept before its unused units go back, in milliseconds (lease.max_age_ms) [default: 250]
+    #[arg(long, env = "TOLLGATE_LEASE_MAX_AGE_MS")]
+    pub lease_max_age_ms: Option<u64>,
     /// What to do while Redis fails: open, closed, local [default: open]
     #[arg(long, env = "TOLLGATE_FAILURE_MODE")]
     pub failure_mode: Option<String>,
@@ -352,6 +364,37 @@ impl Cli {
             section.master = Some(master.clone());
         }
         self.apply_redis_files(file)?;
+        // The [lease] fields, checked here so that an error names the flag.
+        if let Some(v) = self.lease_max_fraction {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(flag_err(
+                    "--lease-max-fraction",
+                    format!("{v} is not in (0, 1]: a slice is a fraction of the burst"),
+                ));
+            }
+            file.lease.max_fraction = Some(v);
+        }
+        for (flag, value, field, max) in [
+            (
+                "--lease-target-ms",
+                self.lease_target_ms,
+                &mut file.lease.target_ms,
+                86_400_000,
+            ),
+            (
+                "--lease-max-age-ms",
+                self.lease_max_age_ms,
+                &mut file.lease.max_age_ms,
+                3_600_000,
+            ),
+        ] {
+            if let Some(ms) = value {
+                if ms == 0 || ms > max {
+                    return Err(flag_err(flag, format!("must be 1 to {max}")));
+                }
+                *field = Some(ms);
+            }
+        }
         if let Some(v) = &self.failure_mode {
             v.parse::<tollgate::FailureMode>()
                 .map_err(|e| flag_err("--failure-mode", e.to_string()))?;
@@ -394,6 +437,17 @@ impl Cli {
                 tollgate::key::Key::parse_with(key, &file.limiter.trusted_proxies)
                     .map_err(|e| flag_err("--key", e.to_string()))?;
             }
+            if let Some(c) = &self.consistency {
+                c.parse::<tollgate::policy::Consistency>()
+                    .map_err(|e| flag_err("--consistency", e.to_string()))?;
+            }
+        } else if self.consistency.is_some() {
+            return Err(flag_err(
+                "--consistency",
+                "needs --limit: it sets the consistency of the catch-all limit (use \
+                 consistency = \"leased\" on [[policies.limits]] in the file)"
+                    .into(),
+            ));
         }
         match (&self.limit, &self.key) {
             (Some(rate), key) => file.policies.push(PolicySection {
@@ -403,6 +457,7 @@ impl Cli {
                     rate: rate.clone(),
                     algorithm: self.algorithm.clone(),
                     key: key.clone().unwrap_or_else(|| "ip".into()),
+                    consistency: self.consistency.clone(),
                 }],
                 ..PolicySection::default()
             }),

@@ -27,7 +27,7 @@
 //! configured); [`Sidecar::with_reload`] names the [`ConfigSource`]
 //! to reload from; [`Sidecar::run`] serves until the shutdown
 //! future resolves, then reports not-ready, stops accepting, drains in-flight requests
-//! within the grace period and returns.
+//! within the grace period, gives unused leased units back to Redis and returns.
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
 
@@ -253,6 +253,9 @@ impl Sidecar {
         if let Some(watcher) = watcher {
             watcher.abort();
         }
+        // Every request has been answered: what this node leased and did not spend
+        // goes back, so the other nodes can spend it (bounded, see `return_leases`).
+        self.state.load_full().return_leases().await;
         let _ = stop_admin.send(());
         admin.await.context("admin server task")??;
         tracing::info!("stopped");

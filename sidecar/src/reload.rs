@@ -14,7 +14,8 @@
 //! keeps serving untouched. Addresses and `node_id` cannot change without a restart: a
 //! reload that changes them is refused, naming the field. Everything else applies:
 //! `proxy.header_read_timeout_ms` to connections accepted after the reload,
-//! `proxy.shutdown_grace_ms` to the next drain.
+//! `proxy.shutdown_grace_ms` to the next drain, a limit's `consistency` and `[lease]`
+//! to the new limiter — the replaced one gives its unused leased units back at once.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -53,7 +54,14 @@ pub fn reload(source: &ConfigSource, state: &Shared, stores: &Stores) -> bool {
     });
     match result {
         Ok(runtime) => {
-            state.store(Arc::new(runtime));
+            let old = state.swap(Arc::new(runtime));
+            // The replaced limiter serves no new request: what it leased goes back, so
+            // a consistency or lease change (or any reload) strands nothing until
+            // `max_age`. Requests still running on it may lease again; their leases
+            // end within `max_age` like any other.
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                handle.spawn(async move { old.return_leases().await });
+            }
             metrics::counter!(CONFIG_RELOADS, "node" => node, "result" => "ok").increment(1);
             tracing::info!(source = %source.origin(), "configuration reloaded");
             true

@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use arc_swap::ArcSwap;
 use tollgate::store::{MemoryStore, RedisStore, RedisTls, Store, StoreError};
-use tollgate::{RateLimit, RateLimitLayer, RateLimiter};
+use tollgate::{LeaseConfig, RateLimit, RateLimitLayer, RateLimiter};
 use tower::Layer;
 
 use crate::config::{Config, RedisSecurity, RedisTopology, StoreConfig};
@@ -110,7 +110,29 @@ pub enum BuildError {
     Limiter(#[from] tollgate::limiter::BuildError),
 }
 
+/// The longest a shutdown or a reload waits for leases to go back to Redis. Returning
+/// is one script call per leased key; a Redis that does not answer within this must not
+/// hold the exit, and what it did not take back is lost only until the lease's
+/// `max_age` would have returned it anyway.
+pub const RETURN_LEASES_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
 impl Runtime {
+    /// Gives this runtime's unused leased units back to the shared store, waiting at
+    /// most [`RETURN_LEASES_TIMEOUT`]. Called once no request uses the runtime any
+    /// more: after the drain on SIGTERM, and for the replaced runtime after a reload
+    /// (its limiter, and the leases it holds, serve no new request).
+    pub async fn return_leases(&self) {
+        if tokio::time::timeout(RETURN_LEASES_TIMEOUT, self.limiter.return_leases())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                timeout = ?RETURN_LEASES_TIMEOUT,
+                "returning leases timed out: units not given back stay stranded until their lease's max age"
+            );
+        }
+    }
+
     /// Adds the rate-limit headers this runtime sends for `decision`.
     pub fn layer_headers(&self, decision: &tollgate::Decision, headers: &mut http::HeaderMap) {
         tollgate::response::insert_rate_limit_headers(
@@ -137,6 +159,12 @@ impl Runtime {
             .shadow(l.shadow)
             // One recorder per process: the label keeps this sidecar's series apart.
             .metric_label("node", config.node_id.clone())
+            .lease(
+                LeaseConfig::new()
+                    .target(config.lease.target)
+                    .max_fraction(config.lease.max_fraction)
+                    .max_age(config.lease.max_age),
+            )
             .build()?;
         let layer = RateLimitLayer::new(limiter.clone()).headers(l.headers);
         let stack = layer.layer(Proxy::new(&config));

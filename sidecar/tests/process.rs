@@ -8,12 +8,14 @@ mod support;
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{eventually, free_addr, metric_value, Proc};
+use common::{
+    eventually, free_addr, metric_value, ready_status, signal, temp_file, wait_ready, write, Proc,
+    TempPath,
+};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
 
@@ -47,58 +49,6 @@ async fn rls_call(addr: SocketAddr) {
     assert_eq!(answer.into_inner().statuses.len(), 1);
 }
 
-/// A file path in a directory of its own (`tollgate-sidecar-test-<pid>-<n>` in the temp
-/// dir); the directory and everything in it are removed when this is dropped, also when
-/// the test panics. Used as a `&Path` (and as a command argument) through `Deref`/`AsRef`.
-struct TempPath {
-    dir: PathBuf,
-    path: PathBuf,
-}
-
-impl std::ops::Deref for TempPath {
-    type Target = Path;
-    fn deref(&self) -> &Path {
-        &self.path
-    }
-}
-
-impl AsRef<std::ffi::OsStr> for TempPath {
-    fn as_ref(&self) -> &std::ffi::OsStr {
-        self.path.as_os_str()
-    }
-}
-
-impl Drop for TempPath {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
-
-fn temp_file(name: &str) -> TempPath {
-    // One directory per call: tests of one process (cargo test runs them as threads) never
-    // share, so one test's cleanup cannot remove another's files.
-    static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "tollgate-sidecar-test-{}-{}",
-        std::process::id(),
-        NEXT.fetch_add(1, Ordering::Relaxed)
-    ));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    TempPath {
-        path: dir.join(name),
-        dir,
-    }
-}
-
-fn write(path: &Path, text: &str) {
-    // Write-then-rename, as editors and ConfigMap updates do.
-    let tmp = path.with_extension("tmp");
-    let mut f = std::fs::File::create(&tmp).expect("create");
-    f.write_all(text.as_bytes()).expect("write");
-    f.sync_all().expect("sync");
-    std::fs::rename(&tmp, path).expect("rename");
-}
-
 fn config_text(upstream: SocketAddr, proxy: SocketAddr, admin: SocketAddr, rate: &str) -> String {
     format!(
         r#"
@@ -122,33 +72,6 @@ rate = "{rate}"
 key = "header:x-api-key"
 "#
     )
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill(1)")
-        .success();
-    assert!(ok, "kill {sig}");
-}
-
-/// The status of the admin `/ready`, or why there is none.
-async fn ready_status(admin: SocketAddr) -> Result<u16, String> {
-    reqwest::get(format!("http://{admin}/ready"))
-        .await
-        .map(|r| r.status().as_u16())
-        .map_err(|e| e.to_string())
-}
-
-async fn wait_ready(admin: SocketAddr) {
-    eventually("sidecar ready", Duration::from_secs(20), || async {
-        match ready_status(admin).await {
-            Ok(200) => Ok(()),
-            other => Err(format!("{other:?}")),
-        }
-    })
-    .await;
 }
 
 /// The admin `/metrics` text.
@@ -548,6 +471,28 @@ fn help_names_every_key_kind_and_the_conventional_env_aliases() {
         );
     }
 
+    // The consistencies the library accepts, from its own message ("expected exact or
+    // leased"), named in --consistency's help, with the env twin the issue names.
+    let reason = "no-such"
+        .parse::<tollgate::policy::Consistency>()
+        .expect_err("an unknown consistency is refused")
+        .to_string();
+    let values: Vec<&str> = reason
+        .split_once("expected ")
+        .unwrap_or_else(|| panic!("parser message changed shape: {reason}"))
+        .1
+        .split([',', ' '])
+        .filter(|w| !w.is_empty() && *w != "or")
+        .collect();
+    assert!(values.len() >= 2, "{values:?}");
+    let consistency_help = words(option_help(&help, "--consistency"));
+    for value in values.iter().chain(&["TOLLGATE_CONSISTENCY"]) {
+        assert!(
+            consistency_help.iter().any(|w| w.contains(value)),
+            "--consistency help does not name {value}: {consistency_help:?}"
+        );
+    }
+
     // REDIS_URL and NODE_ID on their own, not only inside TOLLGATE_REDIS_URL / _NODE_ID.
     for (flag, alias) in [("--redis-url", "REDIS_URL"), ("--node-id", "NODE_ID")] {
         let text = words(option_help(&help, flag));
@@ -627,6 +572,17 @@ path_prefix = "/echo/limited"
 name = "per-key"
 rate = "2/m"
 key = "header:x-api-key"
+
+# A leased limit, so that the lease families are shown too.
+[[policies]]
+name = "leased"
+path_prefix = "/echo/leased"
+
+[[policies.limits]]
+name = "budget"
+rate = "1000/h"
+key = "global"
+consistency = "leased"
 "#,
         url = redis.url(),
         rules = rules.display()

@@ -40,6 +40,23 @@ pub struct FileConfig {
     /// Envoy's rate limit service (off unless `listen` and `config` are given).
     #[serde(default, skip_serializing_if = "RlsSection::is_empty")]
     pub rls: RlsSection,
+    /// How `consistency = "leased"` limits size and age their leases.
+    #[serde(default)]
+    pub lease: LeaseSection,
+}
+
+/// `[lease]`: slice sizing of leased limits (`docs/sidecar.md`). Applies to every
+/// limit with `consistency = "leased"`; exact limits ignore it.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseSection {
+    /// How many milliseconds of this node's observed traffic one slice should cover
+    /// (default 20).
+    pub target_ms: Option<u64>,
+    /// Largest slice as a fraction of the limit's burst, in (0, 1] (default 0.1).
+    pub max_fraction: Option<f64>,
+    /// Longest a lease is kept before its unused units go back (default 250).
+    pub max_age_ms: Option<u64>,
 }
 
 /// `[rls]`: serve Envoy's rate limit API (`docs/envoy.md`).
@@ -199,6 +216,9 @@ pub struct LimitSection {
     pub algorithm: Option<String>,
     /// Key spec (`header:x-api-key`, `ip`, `xff`, `path`, `global`, `a+b`).
     pub key: String,
+    /// `exact` (default: every decision asks the store) or `leased` (a slice of the
+    /// budget is leased from Redis and spent locally; see `[lease]`).
+    pub consistency: Option<String>,
 }
 
 impl FileConfig {

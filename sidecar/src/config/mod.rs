@@ -25,8 +25,8 @@ use tollgate::response::HeaderStyle;
 use tollgate::{Algorithm, FailureMode};
 
 pub use self::file::{
-    FileConfig, LimitSection, LimiterSection, PolicySection, ProxySection, RedisSection,
-    RlsSection, RouteSection, UpstreamSection,
+    FileConfig, LeaseSection, LimitSection, LimiterSection, PolicySection, ProxySection,
+    RedisSection, RlsSection, RouteSection, UpstreamSection,
 };
 pub(crate) use self::redis_security::{password_in_urls, plain_data_urls};
 pub use self::redis_security::{read_certificates, read_private_key};
@@ -175,6 +175,30 @@ pub struct LimiterConfig {
     pub check_algorithm: Algorithm,
 }
 
+/// How leased limits size and age their slices (`[lease]`), validated. Every limit
+/// with `consistency = "leased"` uses them; exact limits ignore them.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct LeaseSettings {
+    /// One slice should cover about this much of the node's observed traffic.
+    pub target: Duration,
+    /// Largest slice as a fraction of the limit's burst, in (0, 1].
+    pub max_fraction: f64,
+    /// Longest a lease is kept before its unused units are given back.
+    pub max_age: Duration,
+}
+
+impl Default for LeaseSettings {
+    /// The library's defaults (20 ms, 0.1, 250 ms), written out so `GET /config` can
+    /// show them without building a limiter.
+    fn default() -> Self {
+        LeaseSettings {
+            target: Duration::from_millis(20),
+            max_fraction: 0.1,
+            max_age: Duration::from_millis(250),
+        }
+    }
+}
+
 /// The proxy's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProxyConfig {
@@ -246,6 +270,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// The limiter's settings.
     pub limiter: LimiterConfig,
+    /// Slice sizing of leased limits.
+    pub lease: LeaseSettings,
     /// The policies, in matching order.
     pub policies: Vec<Policy>,
     /// The proxy's settings.

@@ -6,14 +6,17 @@ use std::time::Duration;
 
 use http::{Method, Uri};
 use tollgate::key::Key;
-use tollgate::policy::{Cost, Limit, MissingKey, Policy};
+use tollgate::policy::{Consistency, Cost, Limit, MissingKey, Policy};
 use tollgate::response::HeaderStyle;
 use tollgate::{Algorithm, FailureMode, LimitSpec};
 
 use super::{
-    Config, ConfigError, FileConfig, LimiterConfig, ProxyConfig, RedisSection, RedisTopology,
-    Route, StoreConfig, Upstream,
+    Config, ConfigError, FileConfig, LeaseSettings, LimiterConfig, ProxyConfig, RedisSection,
+    RedisTopology, Route, StoreConfig, Upstream,
 };
+
+/// The longest lease age the library keeps (it counts more as this).
+pub(crate) const MAX_LEASE_AGE: Duration = Duration::from_secs(3600);
 
 pub(super) struct Checker<'a> {
     source: &'a str,
@@ -156,6 +159,8 @@ impl FileConfig {
                 .unwrap_or_default(),
         };
 
+        let lease = self.validate_lease(&c)?;
+
         let p = &self.proxy;
         let proxy = ProxyConfig {
             connect_timeout: c.millis("proxy.connect_timeout_ms", p.connect_timeout_ms, 5_000)?,
@@ -210,6 +215,7 @@ impl FileConfig {
             node_id,
             store,
             limiter,
+            lease,
             policies,
             proxy,
             upstreams,
@@ -219,6 +225,36 @@ impl FileConfig {
         };
         config.effective = self.effective(&config);
         Ok(config)
+    }
+
+    /// `[lease]`: each field within what a lease can mean; absent fields take the
+    /// library's defaults.
+    fn validate_lease(&self, c: &Checker<'_>) -> Result<LeaseSettings, ConfigError> {
+        let l = &self.lease;
+        let defaults = LeaseSettings::default();
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let max_fraction = l.max_fraction.unwrap_or(defaults.max_fraction);
+        // Written so that NaN fails too: a slice is some of the burst, at most all of it.
+        if !(max_fraction > 0.0 && max_fraction <= 1.0) {
+            return Err(c.err(
+                "lease.max_fraction",
+                format!("{max_fraction} is not in (0, 1]: a slice is a fraction of the burst"),
+            ));
+        }
+        let max_age = c.millis("lease.max_age_ms", l.max_age_ms, ms(defaults.max_age))?;
+        // The library counts more than an hour as an hour: refused here, so that /config
+        // never shows an age that is not in force.
+        if max_age > MAX_LEASE_AGE {
+            return Err(c.err(
+                "lease.max_age_ms",
+                "must be at most 3600000 (one hour): a lease strands its units for as long",
+            ));
+        }
+        Ok(LeaseSettings {
+            target: c.millis("lease.target_ms", l.target_ms, ms(defaults.target))?,
+            max_fraction,
+            max_age,
+        })
     }
 
     fn validate_rls(
@@ -267,6 +303,7 @@ impl FileConfig {
             node_id,
             store,
             limiter,
+            lease,
             proxy,
             upstreams,
             routes,
@@ -298,6 +335,11 @@ impl FileConfig {
         l.ietf_headers = Some(limiter.headers.ietf);
         l.legacy_headers = Some(limiter.headers.legacy);
         l.check_algorithm = Some(limiter.check_algorithm.to_string());
+        out.lease = super::LeaseSection {
+            target_ms: ms(lease.target),
+            max_fraction: Some(lease.max_fraction),
+            max_age_ms: ms(lease.max_age),
+        };
         out.proxy = super::ProxySection {
             connect_timeout_ms: ms(proxy.connect_timeout),
             request_timeout_ms: ms(proxy.request_timeout),
@@ -350,6 +392,13 @@ impl FileConfig {
                     // The spec parsed without an algorithm is GCRA.
                     limit.algorithm = Some(Algorithm::default().to_string());
                 }
+                // Validated already: shown as the library spells the value in force.
+                let consistency: Consistency = limit
+                    .consistency
+                    .as_deref()
+                    .and_then(|c| c.parse().ok())
+                    .unwrap_or_default();
+                limit.consistency = Some(consistency.to_string());
             }
         }
         out
@@ -516,7 +565,15 @@ impl FileConfig {
                 .map_err(|e| c.err(format!("{lf}.rate"), e))?;
             let key =
                 Key::parse_with(&limit.key, trusted).map_err(|e| c.err(format!("{lf}.key"), e))?;
-            policy = policy.limit(Limit::new(limit.name.clone(), spec, key));
+            let consistency: Consistency = limit
+                .consistency
+                .as_deref()
+                .map(str::parse)
+                .transpose()
+                .map_err(|e| c.err(format!("{lf}.consistency"), e))?
+                .unwrap_or_default();
+            policy = policy
+                .limit(Limit::new(limit.name.clone(), spec, key).with_consistency(consistency));
         }
         Ok(policy)
     }

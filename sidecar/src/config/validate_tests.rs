@@ -292,3 +292,46 @@ fn redis_files_that_do_not_fit_a_cluster_are_refused_naming_the_field() {
         assert!(!err.to_string().contains("in-url"), "{err}");
     }
 }
+
+#[test]
+fn consistency_and_lease_settings_validate_and_show_in_effect() {
+    use tollgate::policy::Consistency;
+    let limits = "[[policies]]\nname = \"p\"\n\
+        [[policies.limits]]\nname = \"a\"\nrate = \"10/s\"\nkey = \"ip\"\nconsistency = \"leased\"\n\
+        [[policies.limits]]\nname = \"b\"\nrate = \"10/m\"\nkey = \"ip\"\n";
+    let config = parse(&format!(
+        "{BASE}[lease]\ntarget_ms = 40\nmax_fraction = 0.25\n{limits}"
+    ))
+    .expect("valid");
+    let l = config.policies[0].limits();
+    assert_eq!(l[0].consistency(), Consistency::Leased);
+    assert_eq!(l[1].consistency(), Consistency::Exact);
+    assert_eq!(config.lease.target, Duration::from_millis(40));
+    assert_eq!(config.lease.max_fraction, 0.25);
+    // Absent: the library's default, written out in the effective view.
+    assert_eq!(config.lease.max_age, Duration::from_millis(250));
+    let shown = &config.effective;
+    assert_eq!(shown.lease.max_age_ms, Some(250));
+    assert_eq!(shown.lease.max_fraction, Some(0.25));
+    let shown: Vec<_> = shown.policies[0]
+        .limits
+        .iter()
+        .map(|l| l.consistency.as_deref())
+        .collect();
+    assert_eq!(shown, [Some("leased"), Some("exact")]);
+
+    let bad = |extra: &str| field_of(&format!("{BASE}{extra}{limits}"));
+    assert_eq!(bad("[lease]\nmax_fraction = 0.0\n"), "lease.max_fraction");
+    assert_eq!(bad("[lease]\nmax_fraction = 1.5\n"), "lease.max_fraction");
+    assert_eq!(bad("[lease]\nmax_fraction = nan\n"), "lease.max_fraction");
+    assert_eq!(bad("[lease]\ntarget_ms = 0\n"), "lease.target_ms");
+    assert_eq!(bad("[lease]\nmax_age_ms = 0\n"), "lease.max_age_ms");
+    assert_eq!(bad("[lease]\nmax_age_ms = 3600001\n"), "lease.max_age_ms");
+    let wrong = format!(
+        "{BASE}[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"a\"\n\
+         rate = \"10/s\"\nkey = \"ip\"\nconsistency = \"eventual\"\n"
+    );
+    let err = parse(&wrong).expect_err("invalid");
+    assert_eq!(err.field, "policies[0].limits[0].consistency");
+    assert!(err.reason.contains("exact or leased"), "{}", err.reason);
+}

@@ -100,6 +100,7 @@ pub fn config(upstream: SocketAddr, rate: &str, key: &str) -> FileConfig {
             rate: rate.into(),
             algorithm: None,
             key: key.into(),
+            consistency: None,
         }],
         ..PolicySection::default()
     });
@@ -226,4 +227,88 @@ pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .expect("free port")
+}
+
+/// Sends `sig` (`-TERM`, `-HUP`, …) to `child` with kill(1).
+pub fn signal(child: &std::process::Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill(1)")
+        .success();
+    assert!(ok, "kill {sig}");
+}
+
+/// The status of the admin `/ready`, or why there is none.
+pub async fn ready_status(admin: SocketAddr) -> Result<u16, String> {
+    reqwest::get(format!("http://{admin}/ready"))
+        .await
+        .map(|r| r.status().as_u16())
+        .map_err(|e| e.to_string())
+}
+
+/// Waits (at most 20 s) until the sidecar whose admin port is `admin` answers `/ready`
+/// with 200.
+pub async fn wait_ready(admin: SocketAddr) {
+    eventually("sidecar ready", Duration::from_secs(20), || async {
+        match ready_status(admin).await {
+            Ok(200) => Ok(()),
+            other => Err(format!("{other:?}")),
+        }
+    })
+    .await;
+}
+
+/// A file path in a directory of its own (`tollgate-sidecar-test-<pid>-<n>` in the temp
+/// dir); the directory and everything in it are removed when this is dropped, also when
+/// the test panics. Used as a `&std::path::Path` (and as a command argument) through `Deref`/`AsRef`.
+pub struct TempPath {
+    pub dir: std::path::PathBuf,
+    path: std::path::PathBuf,
+}
+
+impl std::ops::Deref for TempPath {
+    type Target = std::path::Path;
+    fn deref(&self) -> &std::path::Path {
+        &self.path
+    }
+}
+
+impl AsRef<std::ffi::OsStr> for TempPath {
+    fn as_ref(&self) -> &std::ffi::OsStr {
+        self.path.as_os_str()
+    }
+}
+
+impl Drop for TempPath {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// A fresh path named `name` in a directory of its own.
+pub fn temp_file(name: &str) -> TempPath {
+    // One directory per call: tests of one process (cargo test runs them as threads) never
+    // share, so one test's cleanup cannot remove another's files.
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "tollgate-sidecar-test-{}-{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    TempPath {
+        path: dir.join(name),
+        dir,
+    }
+}
+
+/// Writes `text` to `path` atomically (write-then-rename).
+pub fn write(path: &std::path::Path, text: &str) {
+    // Write-then-rename, as editors and ConfigMap updates do.
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::File::create(&tmp).expect("create");
+    std::io::Write::write_all(&mut f, text.as_bytes()).expect("write");
+    f.sync_all().expect("sync");
+    std::fs::rename(&tmp, path).expect("rename");
 }
