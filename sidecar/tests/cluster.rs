@@ -13,7 +13,7 @@ mod topology;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{eventually, free_addr, Proc};
+use common::{eventually, free_addr, temp_file, write, Proc};
 use tls::{Pki, CLUSTER_ACL, MINIMAL_ACL};
 use topology::{Cluster, Security};
 
@@ -24,6 +24,15 @@ const LIMIT: usize = 5;
 const KEYS: usize = 10;
 /// Requests per key, spread over the three sidecars.
 const PER_KEY: usize = 9;
+
+/// A config file with long store timeouts: these tests are about exact counts, and on a
+/// loaded machine (two cores, six redis-servers, three sidecars) a 50 ms default would
+/// turn a slow answer into the failure mode's 503 instead.
+fn patient_config() -> common::TempPath {
+    let path = temp_file("tollgate.toml");
+    write(&path, "[redis]\ntimeout_ms = 2000\n\n[limiter]\ntimeout_ms = 2000\n");
+    path
+}
 
 /// `count` header values whose slots are owned round-robin by the three primaries, so
 /// every primary holds some: the catch-all policy `default` stores the header key
@@ -49,6 +58,7 @@ async fn three_sidecars_share_exact_counts_on_a_cluster() {
     let seeds = cluster.urls()[..3].join(",");
     let upstream = common::upstream().await;
 
+    let config = patient_config();
     let mut sidecars = Vec::new();
     let mut proxies = Vec::new();
     for i in 0..3 {
@@ -62,6 +72,8 @@ async fn three_sidecars_share_exact_counts_on_a_cluster() {
             .args(["--key", "header:x-api-key"])
             .args(["--failure-mode", "closed"])
             .args(["--node-id", &format!("side-{i}")])
+            .arg("--config")
+            .arg(&config)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -152,8 +164,11 @@ async fn a_sidecar_on_a_tls_cluster_reads_the_password_from_a_file_and_decides_e
         .collect();
 
     let upstream = common::upstream().await;
+    let config = patient_config();
     let (proxy, admin) = (free_addr(), free_addr());
     let child = Command::new(BIN)
+        .arg("--config")
+        .arg(&config)
         .args(["--listen", &proxy.to_string()])
         .args(["--admin-listen", &admin.to_string()])
         .args(["--upstream", &format!("http://{upstream}")])
