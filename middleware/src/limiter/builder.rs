@@ -216,6 +216,7 @@ impl RateLimiterBuilder {
                 .clock(clock.clone())
                 .build()
         });
+        let names: Vec<Arc<str>> = self.policies.iter().map(|p| p.name.clone()).collect();
         let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 policies: self.policies,
@@ -230,7 +231,7 @@ impl RateLimiterBuilder {
                 clock,
                 log: LogThrottle::new(),
                 last_error: Default::default(),
-                metrics: LimiterMetrics::new(&self.metric_labels),
+                metrics: LimiterMetrics::new(&self.metric_labels, &names),
             }),
         };
         // Every build, not once per process: a recorder installed after an earlier

@@ -14,12 +14,26 @@ impl RateLimiter {
     ///
     /// Returns the pending request when only the store can answer.
     pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
+        let slot = pending.policy_index;
         if let Some(decision) = self.cached_refusal(&pending) {
-            return Ok(self.record(decision));
+            return Ok(self.record_at(decision, slot));
         }
-        match self.inner.store.check_now(&pending.checks, pending.cost) {
-            Some(Ok(verdicts)) => Ok(self.record(self.finish(&pending, verdicts, false))),
-            Some(Err(e)) => Ok(self.record(self.on_failure(&pending, &Unavailable::Store(e)))),
+        let store = &self.inner.store;
+        let answer = match pending.checks.as_slice() {
+            // The usual one-limit policy: the verdict by value, no `Vec`.
+            [one] => store
+                .check_one_now(one, pending.cost)
+                .map(|r| r.map(|v| self.finish(&pending, [v], false))),
+            many => store
+                .check_now(many, pending.cost)
+                .map(|r| r.map(|v| self.finish(&pending, v, false))),
+        };
+        match answer {
+            Some(Ok(decision)) => Ok(self.record_at(decision, slot)),
+            Some(Err(e)) => {
+                let decision = self.on_failure(&pending, &Unavailable::Store(e));
+                Ok(self.record_at(decision, slot))
+            }
             None => Err(pending),
         }
     }
@@ -38,7 +52,8 @@ impl RateLimiter {
     pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
-            return self.record(self.on_failure(&pending, &Unavailable::CircuitOpen));
+            let decision = self.on_failure(&pending, &Unavailable::CircuitOpen);
+            return self.record_at(decision, pending.policy_index);
         }
         let started = Instant::now();
         let result = tokio::time::timeout(
@@ -74,7 +89,7 @@ impl RateLimiter {
         inner
             .metrics
             .circuit(inner.store_kind, inner.breaker.state());
-        self.record(decision)
+        self.record_at(decision, pending.policy_index)
     }
 
     fn cached_refusal(&self, pending: &Pending) -> Option<Decision> {
@@ -99,24 +114,31 @@ impl RateLimiter {
         })
     }
 
-    fn finish(&self, pending: &Pending, verdicts: Vec<Verdict>, from_fallback: bool) -> Decision {
-        let allowed = verdicts.iter().all(|v| v.allowed);
+    fn finish(
+        &self,
+        pending: &Pending,
+        verdicts: impl IntoIterator<Item = Verdict>,
+        from_fallback: bool,
+    ) -> Decision {
+        let mut limits = Vec::with_capacity(pending.checks.len());
+        limits.extend(
+            pending
+                .names
+                .iter()
+                .zip(&pending.checks)
+                .zip(verdicts)
+                .map(|((name, check), verdict)| LimitStatus {
+                    name: name.clone(),
+                    spec: check.spec,
+                    verdict,
+                }),
+        );
+        let allowed = limits.iter().all(|l| l.verdict.allowed);
         let kind = match (allowed, pending.shadow) {
             (true, _) => DecisionKind::Allowed,
             (false, true) => DecisionKind::ShadowLimited,
             (false, false) => DecisionKind::Limited,
         };
-        let limits = pending
-            .names
-            .iter()
-            .zip(&pending.checks)
-            .zip(verdicts)
-            .map(|((name, check), verdict)| LimitStatus {
-                name: name.clone(),
-                spec: check.spec,
-                verdict,
-            })
-            .collect();
         Decision {
             kind,
             policy: Some(pending.policy.clone()),
@@ -154,8 +176,14 @@ impl RateLimiter {
     }
 
     pub(super) fn record(&self, decision: Decision) -> Decision {
+        self.record_at(decision, None)
+    }
+
+    /// Records a decision of the policy at `index` (its metric keys are built once), or
+    /// of an ad-hoc policy (`None`: the key is built from the decision's policy name).
+    pub(super) fn record_at(&self, decision: Decision, index: Option<usize>) -> Decision {
         if decision.kind != DecisionKind::Unmatched {
-            self.inner.metrics.decided(&decision);
+            self.inner.metrics.decided(&decision, index);
         }
         if decision.shadow && !decision.kind_passes() {
             tracing::debug!(
