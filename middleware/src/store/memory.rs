@@ -38,7 +38,7 @@ use hashbrown::HashTable;
 
 use super::{Check, Store, StoreError, StoreFuture};
 use crate::algorithm::{self, State, Verdict};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 
 const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
@@ -116,7 +116,8 @@ impl Default for MemoryStore {
 pub struct MemoryStoreBuilder {
     max_keys: usize,
     shards: usize,
-    clock: Arc<dyn Clock>,
+    /// `None`: a [`MonotonicClock`], made at `build` (the first one calibrates).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl std::fmt::Debug for MemoryStoreBuilder {
@@ -141,9 +142,9 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// The clock to read (default: the system clock).
+    /// The clock to read (default: a [`MonotonicClock`](crate::MonotonicClock)).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -162,7 +163,9 @@ impl MemoryStoreBuilder {
                     .collect(),
                 per_shard,
                 hasher: Hasher::default(),
-                clock: self.clock,
+                clock: self
+                    .clock
+                    .unwrap_or_else(|| Arc::new(MonotonicClock::new())),
             }),
         }
     }
@@ -180,7 +183,7 @@ impl MemoryStore {
         MemoryStoreBuilder {
             max_keys: DEFAULT_MAX_KEYS,
             shards: cores * 4,
-            clock: Arc::new(SystemClock),
+            clock: None,
         }
     }
 
@@ -405,5 +408,79 @@ impl Store for MemoryStore {
 
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::LimitSpec;
+
+    fn one_per_hour() -> LimitSpec {
+        "1/h".parse().expect("valid spec")
+    }
+
+    /// Every slot sits in the shard its own hash names and is found again by probing
+    /// with that hash: what the single and the batch path both rely on.
+    fn assert_consistent(store: &MemoryStore) {
+        for (index, shard) in store.inner.shards.iter().enumerate() {
+            let shard = store.lock_shard(shard);
+            for slot in shard.table.iter() {
+                assert_eq!(slot.hash, store.hash(&slot.key), "{}", slot.key);
+                assert_eq!(store.shard_of(slot.hash), index, "{}", slot.key);
+                let found = shard.table.find(slot.hash, |s| s.key == slot.key);
+                assert!(found.is_some(), "{} not found in its own shard", slot.key);
+            }
+        }
+    }
+
+    #[test]
+    fn one_hash_finds_each_key_in_its_shard_from_either_path() {
+        let store = MemoryStore::builder().shards(64).build();
+        let checks: Vec<Check> = (0..4096)
+            .map(|i| Check::new(format!("client-{i}"), one_per_hour()))
+            .collect();
+        for check in &checks {
+            assert!(store.decide_one(check, 1).allowed, "{}", check.key);
+        }
+        assert_eq!(store.len(), checks.len());
+        // Keys are spread: a shard choice that reused the table's own bits would pile
+        // them into few shards (or few buckets); every one of the 64 holds some.
+        for shard in store.inner.shards.iter() {
+            assert!(!store.lock_shard(shard).table.is_empty());
+        }
+        assert_consistent(&store);
+        // The batch path (several shards locked in order) finds what the single path
+        // stored: each pair is refused, and nothing new was inserted.
+        for pair in checks.chunks(2) {
+            let verdicts = store.decide(pair, 1);
+            assert!(verdicts.iter().all(|v| !v.allowed), "{}", pair[0].key);
+        }
+        assert_eq!(store.len(), checks.len());
+        // And the single path finds what the batch path stored.
+        let fresh: Vec<Check> = (0..64)
+            .map(|i| Check::new(format!("batch-{i}"), one_per_hour()))
+            .collect();
+        assert!(store.decide(&fresh, 1).iter().all(|v| v.allowed));
+        for check in &fresh {
+            assert!(!store.decide_one(check, 1).allowed, "{}", check.key);
+        }
+    }
+
+    #[test]
+    fn eviction_and_growth_keep_every_key_findable_and_the_bound() {
+        let store = MemoryStore::builder().max_keys(1_000).shards(4).build();
+        for i in 0..20_000 {
+            let check = Check::new(format!("churn-{i}"), one_per_hour());
+            assert!(store.decide_one(&check, 1).allowed);
+            if i % 997 == 0 {
+                assert_consistent(&store);
+            }
+        }
+        assert!(store.len() <= 1_000, "{} keys held", store.len());
+        assert_consistent(&store);
+        // The newest key of each shard survived its last eviction.
+        let last = Check::new("churn-19999", one_per_hour());
+        assert!(!store.decide_one(&last, 1).allowed);
     }
 }
