@@ -8,7 +8,7 @@ use super::deny_cache::DenyCache;
 use super::metrics::{self, describe_metrics, LimiterMetrics};
 use super::throttle::LogThrottle;
 use super::{BreakerConfig, FailureMode, Inner, RateLimiter};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{MemoryStore, Store};
 
@@ -41,7 +41,7 @@ impl RateLimiter {
             deny_cache: true,
             shadow: false,
             fallback_max_keys: 100_000,
-            clock: Arc::new(SystemClock),
+            clock: None,
             metric_labels: Vec::new(),
         }
     }
@@ -81,7 +81,8 @@ pub struct RateLimiterBuilder {
     deny_cache: bool,
     shadow: bool,
     fallback_max_keys: usize,
-    clock: Arc<dyn Clock>,
+    /// `None`: a [`MonotonicClock`], made at `build` (the first one calibrates).
+    clock: Option<Arc<dyn Clock>>,
     metric_labels: Vec<(Arc<str>, Arc<str>)>,
 }
 
@@ -149,9 +150,10 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// The clock of the deny cache and the local fallback store (default: system).
+    /// The clock of the deny cache and the local fallback store (default:
+    /// [`MonotonicClock`](crate::MonotonicClock)).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -198,7 +200,9 @@ impl RateLimiterBuilder {
             }
         }
         RateLimiter::validate_policies(&self.policies)?;
-        let clock = self.clock;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::builder().clock(clock.clone()).build()));
