@@ -297,7 +297,7 @@ impl RateLimiter {
                     }
                 }
             }
-            pending = pending.with_storage_key(limit.name.clone(), limit.spec, storage);
+            pending.push_limit(limit.name.clone(), limit.spec, storage);
         }
         Prepared::Pending(pending)
     }

@@ -38,26 +38,22 @@ impl Pending {
     }
 
     /// Adds limit `name` (validated) of `spec`, counted under `key`.
-    pub(crate) fn limit(self, name: impl Into<Arc<str>>, spec: LimitSpec, key: &str) -> Self {
+    pub(crate) fn limit(mut self, name: impl Into<Arc<str>>, spec: LimitSpec, key: &str) -> Self {
         let name = name.into();
         let mut storage = storage_key_start(&self.policy, &name, key.len());
         storage.push_str(key);
-        self.with_storage_key(name, spec, storage)
+        self.push_limit(name, spec, storage);
+        self
     }
 
     /// Adds limit `name` of `spec` under a storage key begun with
     /// [`storage_key_start`] and followed by the extracted key; this closes it.
-    pub(super) fn with_storage_key(
-        mut self,
-        name: Arc<str>,
-        spec: LimitSpec,
-        mut storage: String,
-    ) -> Self {
+    /// (In place: a `Pending` is too large to move once per limit.)
+    pub(super) fn push_limit(&mut self, name: Arc<str>, spec: LimitSpec, mut storage: String) {
         storage.push_str("}:");
         storage.push_str(&name);
         self.checks.push(Check::new(storage, spec));
         self.names.push(name);
-        self
     }
 
     /// The checks that will be sent to the store.
