@@ -261,14 +261,16 @@ impl RateLimiter {
             return Prepared::Done(self.record(Decision::new(DecisionKind::Unmatched, None)));
         };
         let slot = Some(index);
-        let name = Some(policy.name.clone());
+        // Only the answers given here need the name; the store's answer takes the
+        // `Pending`'s.
+        let name = || Some(policy.name.clone());
         // In shadow mode every outcome, a missing key and a bad cost included, is
         // recorded and the request passes.
         let shadow = policy.shadow || self.inner.shadow;
         let cost = match policy.cost.of(request) {
             Ok(cost) => cost,
             Err(e) => {
-                let decision = Decision::new(DecisionKind::InvalidCost(e), name);
+                let decision = Decision::new(DecisionKind::InvalidCost(e), name());
                 return Prepared::Done(self.record_at(decision.in_shadow(shadow), slot));
             }
         };
@@ -284,7 +286,7 @@ impl RateLimiter {
                 match &policy.missing_key {
                     MissingKey::Fallback(key) => storage.push_str(key),
                     MissingKey::Allow => {
-                        let decision = Decision::new(DecisionKind::Bypassed, name);
+                        let decision = Decision::new(DecisionKind::Bypassed, name());
                         return Prepared::Done(self.record_at(decision, slot));
                     }
                     MissingKey::Reject => {
@@ -292,7 +294,7 @@ impl RateLimiter {
                             limit: limit.name.clone(),
                             reason: limit.key.why_missing(request),
                         };
-                        let decision = Decision::new(kind, name).in_shadow(shadow);
+                        let decision = Decision::new(kind, name()).in_shadow(shadow);
                         return Prepared::Done(self.record_at(decision, slot));
                     }
                 }

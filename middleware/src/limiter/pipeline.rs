@@ -1,10 +1,12 @@
 //! The way to a decision once keys are known: deny cache → circuit breaker → store call
 //! bounded by the timeout → the failure mode when the store does not answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Decision, DecisionKind, FailureMode, LimitStatus, Pending, RateLimiter, Unavailable};
 use crate::algorithm::Verdict;
+use crate::store::Check;
 
 impl RateLimiter {
     /// Answers without waiting when possible (local store, or a cached refusal);
@@ -21,21 +23,23 @@ impl RateLimiter {
         let store = &self.inner.store;
         let answer = match pending.checks.as_slice() {
             // The usual one-limit policy: the verdict by value, no `Vec`.
-            [one] => store
-                .check_one_now(one, pending.cost)
-                .map(|r| r.map(|v| self.finish(&pending, [v], false))),
-            many => store
-                .check_now(many, pending.cost)
-                .map(|r| r.map(|v| self.finish(&pending, v, false))),
+            [one] => match store.check_one_now(one, pending.cost) {
+                Some(Ok(verdict)) => {
+                    return Ok(self.record_at(self.finish_owned(pending, verdict), slot));
+                }
+                Some(Err(e)) => Err(e),
+                None => return Err(pending),
+            },
+            many => match store.check_now(many, pending.cost) {
+                Some(answer) => answer,
+                None => return Err(pending),
+            },
         };
-        match answer {
-            Some(Ok(decision)) => Ok(self.record_at(decision, slot)),
-            Some(Err(e)) => {
-                let decision = self.on_failure(&pending, &Unavailable::Store(e));
-                Ok(self.record_at(decision, slot))
-            }
-            None => Err(pending),
-        }
+        let decision = match answer {
+            Ok(verdicts) => self.finish(&pending, verdicts, false),
+            Err(e) => self.on_failure(&pending, &Unavailable::Store(e)),
+        };
+        Ok(self.record_at(decision, slot))
     }
 
     /// Asks the store (bounded by the timeout, skipped while the breaker is open) and
@@ -120,32 +124,22 @@ impl RateLimiter {
         verdicts: impl IntoIterator<Item = Verdict>,
         from_fallback: bool,
     ) -> Decision {
-        let mut limits = Vec::with_capacity(pending.checks.len());
-        limits.extend(
-            pending
-                .names
-                .iter()
-                .zip(&pending.checks)
-                .zip(verdicts)
-                .map(|((name, check), verdict)| LimitStatus {
-                    name: name.clone(),
-                    spec: check.spec,
-                    verdict,
-                }),
-        );
-        let allowed = limits.iter().all(|l| l.verdict.allowed);
-        let kind = match (allowed, pending.shadow) {
-            (true, _) => DecisionKind::Allowed,
-            (false, true) => DecisionKind::ShadowLimited,
-            (false, false) => DecisionKind::Limited,
-        };
-        Decision {
-            kind,
-            policy: Some(pending.policy.clone()),
-            limits,
-            from_fallback,
-            shadow: pending.shadow,
-        }
+        let names = pending.names.iter().cloned();
+        let policy = pending.policy.clone();
+        assemble(policy, pending.shadow, names, &pending.checks, verdicts, from_fallback)
+    }
+
+    /// [`finish`](Self::finish) for a request that is done with: its names move into
+    /// the decision instead of being counted up and down again.
+    fn finish_owned(&self, pending: Pending, verdict: Verdict) -> Decision {
+        let Pending {
+            policy,
+            shadow,
+            names,
+            checks,
+            ..
+        } = pending;
+        assemble(policy, shadow, names, &checks, [verdict], false)
     }
 
     fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
@@ -193,5 +187,42 @@ impl RateLimiter {
             );
         }
         decision
+    }
+}
+
+/// The decision of `policy` from one verdict per limit, in the order of `names` and
+/// `checks`.
+fn assemble(
+    policy: Arc<str>,
+    shadow: bool,
+    names: impl IntoIterator<Item = Arc<str>>,
+    checks: &[Check],
+    verdicts: impl IntoIterator<Item = Verdict>,
+    from_fallback: bool,
+) -> Decision {
+    let mut limits = Vec::with_capacity(checks.len());
+    limits.extend(
+        names
+            .into_iter()
+            .zip(checks)
+            .zip(verdicts)
+            .map(|((name, check), verdict)| LimitStatus {
+                name,
+                spec: check.spec,
+                verdict,
+            }),
+    );
+    let allowed = limits.iter().all(|l| l.verdict.allowed);
+    let kind = match (allowed, shadow) {
+        (true, _) => DecisionKind::Allowed,
+        (false, true) => DecisionKind::ShadowLimited,
+        (false, false) => DecisionKind::Limited,
+    };
+    Decision {
+        kind,
+        policy: Some(policy),
+        limits,
+        from_fallback,
+        shadow,
     }
 }

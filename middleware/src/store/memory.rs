@@ -32,7 +32,9 @@
 //! wait on each other.
 
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
@@ -323,9 +325,7 @@ impl MemoryStore {
     }
 
     fn lock_shard<'a>(&self, shard: &'a Mutex<Shard>) -> MutexGuard<'a, Shard> {
-        // A panic while holding the lock cannot leave a half-written entry (entries are
-        // replaced whole), so a poisoned shard is still consistent.
-        shard.lock().unwrap_or_else(PoisonError::into_inner)
+        shard.lock()
     }
 }
 
