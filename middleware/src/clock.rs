@@ -81,7 +81,9 @@ impl Default for MonotonicClock {
 
 impl Clock for MonotonicClock {
     fn now_us(&self) -> i64 {
-        let elapsed_ns = self.counter.delta_as_nanos(self.origin_raw, self.counter.raw());
+        let elapsed_ns = self
+            .counter
+            .delta_as_nanos(self.origin_raw, self.counter.raw());
         // u64 nanoseconds / 1000 fits an i64 (584,000 years of uptime).
         self.origin_us
             .saturating_add(i64::try_from(elapsed_ns / 1_000).unwrap_or(i64::MAX))

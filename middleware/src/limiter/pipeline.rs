@@ -15,6 +15,9 @@ impl RateLimiter {
     /// # Errors
     ///
     /// Returns the pending request when only the store can answer.
+    // The `Err` is the request handed back (its one-limit checks are inline, so it is
+    // large): boxing it would add an allocation to every remote decision.
+    #[allow(clippy::result_large_err)]
     pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
         let slot = pending.policy_index;
         if let Some(decision) = self.cached_refusal(&pending) {
@@ -126,7 +129,14 @@ impl RateLimiter {
     ) -> Decision {
         let names = pending.names.iter().cloned();
         let policy = pending.policy.clone();
-        assemble(policy, pending.shadow, names, &pending.checks, verdicts, from_fallback)
+        assemble(
+            policy,
+            pending.shadow,
+            names,
+            &pending.checks,
+            verdicts,
+            from_fallback,
+        )
     }
 
     /// [`finish`](Self::finish) for a request that is done with: its names move into

@@ -355,7 +355,14 @@ impl Shard {
     }
 
     /// Inserts a key the table does not hold, making room first if the shard is full.
-    fn insert_new(&mut self, hash: u64, key: &str, (state, ttl_us): (State, i64), now_us: i64, cap: usize) {
+    fn insert_new(
+        &mut self,
+        hash: u64,
+        key: &str,
+        (state, ttl_us): (State, i64),
+        now_us: i64,
+        cap: usize,
+    ) {
         if self.table.len() >= cap {
             self.evict(now_us, cap);
         }
