@@ -78,6 +78,6 @@ pub use algorithm::{Algorithm, LimitSpec, SpecError};
 pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{
-    describe_metrics, BuildError, Decision, DecisionKind, FailureMode, RateLimiter,
+    describe_metrics, BuildError, Decision, DecisionKind, FailureMode, LeaseConfig, RateLimiter,
     RateLimiterBuilder, UnknownFailureMode,
 };

@@ -5,9 +5,10 @@ use std::time::Duration;
 
 use super::breaker::Breaker;
 use super::deny_cache::DenyCache;
+use super::lease::Leases;
 use super::metrics::{self, describe_metrics, LimiterMetrics};
 use super::throttle::LogThrottle;
-use super::{BreakerConfig, FailureMode, Inner, RateLimiter};
+use super::{BreakerConfig, FailureMode, Inner, LeaseConfig, RateLimiter};
 use crate::clock::{Clock, MonotonicClock};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{MemoryStore, Store};
@@ -43,6 +44,7 @@ impl RateLimiter {
             fallback_max_keys: 100_000,
             clock: None,
             metric_labels: Vec::new(),
+            lease: LeaseConfig::default(),
         }
     }
 }
@@ -69,6 +71,14 @@ pub enum BuildError {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A [`LeaseConfig`] setting is out of range.
+    #[error("lease {field}: {reason}")]
+    Lease {
+        /// The setting (`max_fraction`, `max_age`).
+        field: &'static str,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
 }
 
 /// Configures a [`RateLimiter`].
@@ -84,6 +94,7 @@ pub struct RateLimiterBuilder {
     /// `None`: a [`MonotonicClock`], made at `build` (the first one calibrates).
     clock: Option<Arc<dyn Clock>>,
     metric_labels: Vec<(Arc<str>, Arc<str>)>,
+    lease: LeaseConfig,
 }
 
 impl RateLimiterBuilder {
@@ -163,11 +174,19 @@ impl RateLimiterBuilder {
     /// The `metrics` facade has one recorder per process, so two limiters in one
     /// process write into the same families; static labels keep their series apart.
     /// `name` must be a Prometheus label name (`[a-zA-Z_][a-zA-Z0-9_]*`, not starting
-    /// with `__`) other than the limiter's own `policy`, `decision`, `store` and
+    /// with `__`) other than the limiter's own `policy`, `decision`, `store`, `source` and
     /// `kind`; [`build`](Self::build) says which rule a bad name breaks.
     pub fn metric_label(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.metric_labels
             .push((name.into().into(), value.into().into()));
+        self
+    }
+
+    /// How leased limits ([`Consistency::Leased`](crate::policy::Consistency)) size
+    /// and age their slices (default [`LeaseConfig::default`]). Used only with a
+    /// shared store: with a local one every limit is exact.
+    pub fn lease(mut self, config: LeaseConfig) -> Self {
+        self.lease = config;
         self
     }
 
@@ -199,6 +218,7 @@ impl RateLimiterBuilder {
                 });
             }
         }
+        self.lease.validate()?;
         RateLimiter::validate_policies(&self.policies)?;
         let clock = self
             .clock
@@ -236,11 +256,13 @@ impl RateLimiterBuilder {
                 log: LogThrottle::new(),
                 last_error: Default::default(),
                 metrics: LimiterMetrics::new(&self.metric_labels, &names),
+                leases: (!local).then(|| Leases::new(self.lease)),
             }),
         };
         // Every build, not once per process: a recorder installed after an earlier
         // build would otherwise never get the descriptions. It is a few map inserts.
         describe_metrics();
+        limiter.register_lease_metrics();
         Ok(limiter)
     }
 }

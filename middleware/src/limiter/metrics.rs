@@ -23,10 +23,13 @@ pub(crate) const STORE_ERRORS: &str = "ratelimiter_store_errors_total";
 pub(crate) const CIRCUIT_STATE: &str = "ratelimiter_circuit_state";
 pub(crate) const DENY_CACHE_HITS: &str = "ratelimiter_deny_cache_hits_total";
 pub(crate) const FALLBACK_DECISIONS: &str = "ratelimiter_fallback_decisions_total";
+pub(crate) const LEASES: &str = "ratelimiter_leases_total";
+pub(crate) const LEASE_UNITS_RETURNED: &str = "ratelimiter_lease_units_returned_total";
+pub(crate) const LEASE_DECISIONS: &str = "ratelimiter_lease_decisions_total";
 
 /// The label names the limiter sets itself: a static label may not reuse one, or a
 /// series would carry the name twice (an invalid exposition).
-pub(crate) const OWN_LABELS: [&str; 4] = ["policy", "decision", "store", "kind"];
+pub(crate) const OWN_LABELS: [&str; 5] = ["policy", "decision", "store", "kind", "source"];
 
 /// Describes every `ratelimiter_*` family (help text and unit) to the installed
 /// `metrics` recorder, so exporters such as Prometheus print a `# HELP` line for each.
@@ -65,6 +68,21 @@ pub fn describe_metrics() {
         FALLBACK_DECISIONS,
         Unit::Count,
         "Decisions made by the local fallback store while the shared store failed."
+    );
+    metrics::describe_counter!(
+        LEASES,
+        Unit::Count,
+        "Leases (slices of a leased limit's budget) taken from the shared store, by policy."
+    );
+    metrics::describe_counter!(
+        LEASE_UNITS_RETURNED,
+        Unit::Count,
+        "Unused leased units given back to the shared store, by policy."
+    );
+    metrics::describe_counter!(
+        LEASE_DECISIONS,
+        Unit::Count,
+        "Decisions of requests with leased limits, by policy and source: local (from the node's lease) or store (the store was asked)."
     );
 }
 
@@ -175,6 +193,39 @@ impl LimiterMetrics {
     pub(crate) fn deny_cache_hit(&self, policy: &Arc<str>) {
         let labels = self.with([("policy", SharedString::from(policy.clone()))]);
         metrics::counter!(DENY_CACHE_HITS, labels).increment(1);
+    }
+
+    /// Registers the lease families of `policy` at zero, so a scrape shows them (and
+    /// `rate()` has a start) before the first lease is taken.
+    pub(crate) fn lease_zero(&self, policy: &Arc<str>) {
+        let policy = || SharedString::from(policy.clone());
+        metrics::counter!(LEASES, self.with([("policy", policy())])).increment(0);
+        metrics::counter!(LEASE_UNITS_RETURNED, self.with([("policy", policy())])).increment(0);
+        for source in ["local", "store"] {
+            let labels = self.with([
+                ("policy", policy()),
+                ("source", SharedString::const_str(source)),
+            ]);
+            metrics::counter!(LEASE_DECISIONS, labels).increment(0);
+        }
+    }
+
+    pub(crate) fn lease_taken(&self, policy: &Arc<str>) {
+        let labels = self.with([("policy", SharedString::from(policy.clone()))]);
+        metrics::counter!(LEASES, labels).increment(1);
+    }
+
+    pub(crate) fn lease_returned(&self, policy: &Arc<str>, units: u64) {
+        let labels = self.with([("policy", SharedString::from(policy.clone()))]);
+        metrics::counter!(LEASE_UNITS_RETURNED, labels).increment(units);
+    }
+
+    pub(crate) fn lease_decision(&self, policy: &Arc<str>, source: &'static str) {
+        let labels = self.with([
+            ("policy", SharedString::from(policy.clone())),
+            ("source", SharedString::const_str(source)),
+        ]);
+        metrics::counter!(LEASE_DECISIONS, labels).increment(1);
     }
 
     pub(crate) fn fallback(&self, policy: &Arc<str>) {

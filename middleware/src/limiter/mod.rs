@@ -25,6 +25,7 @@ mod decision;
 mod deny_cache;
 mod failure;
 mod last_error;
+mod lease;
 mod metrics;
 mod pending;
 mod pipeline;
@@ -41,6 +42,8 @@ pub use self::builder::{BuildError, RateLimiterBuilder};
 pub use self::decision::{Decision, DecisionKind, LimitStatus};
 use self::deny_cache::DenyCache;
 pub use self::failure::{FailureMode, Unavailable, UnknownFailureMode};
+pub use self::lease::LeaseConfig;
+use self::lease::Leases;
 pub use self::metrics::describe_metrics;
 use self::metrics::LimiterMetrics;
 use self::pending::storage_key_start;
@@ -91,6 +94,8 @@ struct Inner {
     log: LogThrottle,
     last_error: last_error::LastError,
     metrics: LimiterMetrics,
+    /// Leased limits' slices on this node; `None` with a local store (always exact).
+    leases: Option<Leases>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -182,8 +187,9 @@ impl RateLimiter {
             policy: limit.name.to_string(),
             reason: PolicyProblem::LimitName(e),
         })?;
-        let pending =
-            Pending::new(limit.name.clone(), cost).limit(limit.name.clone(), limit.spec, key);
+        let pending = Pending::new(limit.name.clone(), cost)
+            .limit(limit.name.clone(), limit.spec, key)
+            .leased(limit.consistency());
         Ok(self.decide(pending).await)
     }
 
@@ -235,7 +241,9 @@ impl RateLimiter {
         let mut pending = Pending::new(policy, cost);
         for (limit, key) in limits {
             check_name(&limit.name).map_err(|e| error(PolicyProblem::LimitName(e)))?;
-            pending = pending.limit(limit.name.clone(), limit.spec, key);
+            pending = pending
+                .limit(limit.name.clone(), limit.spec, key)
+                .leased(limit.consistency());
         }
         Ok(self.decide(pending).await)
     }
@@ -300,6 +308,7 @@ impl RateLimiter {
                 }
             }
             pending.push_limit(limit.name.clone(), limit.spec, storage);
+            pending.set_leased(limit.consistency());
         }
         Prepared::Pending(pending)
     }

@@ -7,6 +7,7 @@ use smallvec::SmallVec;
 
 use super::Decision;
 use crate::algorithm::LimitSpec;
+use crate::policy::Consistency;
 use crate::store::Check;
 
 /// A request whose keys and cost are known, waiting for the store's answer.
@@ -21,6 +22,9 @@ pub struct Pending {
     /// The policy's position in the limiter, whose metric keys are built once; `None`
     /// for ad-hoc decisions (`decide_one`, `decide_many`).
     pub(super) policy_index: Option<usize>,
+    /// Bit `i` set: limit `i` is leased (`Consistency::Leased`); limits past the 64th
+    /// are always exact.
+    pub(super) leased: u64,
 }
 
 impl Pending {
@@ -34,7 +38,27 @@ impl Pending {
             names: SmallVec::new(),
             checks: SmallVec::new(),
             policy_index: None,
+            leased: 0,
         }
+    }
+
+    /// Marks the limit added last as leased.
+    pub(super) fn leased(mut self, consistency: Consistency) -> Self {
+        self.set_leased(consistency);
+        self
+    }
+
+    /// [`leased`](Self::leased) in place.
+    pub(super) fn set_leased(&mut self, consistency: Consistency) {
+        let i = self.checks.len().wrapping_sub(1);
+        if consistency == Consistency::Leased && i < 64 {
+            self.leased |= 1 << i;
+        }
+    }
+
+    /// Whether limit `i` is leased.
+    pub(super) fn is_leased(&self, i: usize) -> bool {
+        i < 64 && self.leased & (1 << i) != 0
     }
 
     /// Adds limit `name` (validated) of `spec`, counted under `key`.

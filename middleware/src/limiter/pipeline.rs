@@ -20,6 +20,10 @@ impl RateLimiter {
     #[allow(clippy::result_large_err)]
     pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
         let slot = pending.policy_index;
+        // Leased limits (issue 13, limiter/lease): spend the node's lease first.
+        if let Some(decision) = self.lease_now(&pending) {
+            return Ok(self.record_at(decision, slot));
+        }
         if let Some(decision) = self.cached_refusal(&pending) {
             return Ok(self.record_at(decision, slot));
         }
@@ -57,6 +61,15 @@ impl RateLimiter {
     /// The store round trip of [`decide`](Self::decide), for callers that already
     /// tried [`try_decide_now`](Self::try_decide_now).
     pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
+        // Leased limits (issue 13, limiter/lease) refill or fall back to exact there.
+        if self.leases_apply(&pending) {
+            return self.ask_store_leased(pending).await;
+        }
+        self.ask_store_exact(pending).await
+    }
+
+    /// The exact store round trip: every limit decided by the store.
+    pub(super) async fn ask_store_exact(&self, pending: Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
             let decision = self.on_failure(&pending, &Unavailable::CircuitOpen);
@@ -121,10 +134,10 @@ impl RateLimiter {
         })
     }
 
-    fn finish(
+    pub(super) fn finish(
         &self,
         pending: &Pending,
-        verdicts: impl IntoIterator<Item = Verdict>,
+        verdicts: Vec<Verdict>,
         from_fallback: bool,
     ) -> Decision {
         let names = pending.names.iter().cloned();
@@ -152,7 +165,7 @@ impl RateLimiter {
         assemble(policy, shadow, names, &checks, [verdict], false)
     }
 
-    fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
+    pub(super) fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
         let inner = &self.inner;
         inner.metrics.store_error(inner.store_kind, error.kind());
         if !matches!(error, Unavailable::CircuitOpen) {

@@ -38,7 +38,7 @@ use parking_lot::{Mutex, MutexGuard};
 
 use hashbrown::HashTable;
 
-use super::{Check, Store, StoreError, StoreFuture};
+use super::{Charged, Check, Store, StoreError, StoreFuture};
 use crate::algorithm::{self, State, Verdict};
 use crate::clock::{Clock, MonotonicClock};
 
@@ -413,8 +413,50 @@ impl Store for MemoryStore {
         true
     }
 
+    fn charge<'a>(&'a self, check: &'a Check, units: u64) -> StoreFuture<'a, Charged> {
+        Box::pin(std::future::ready(Ok(self.charge_one(check, units))))
+    }
+
+    fn give_back<'a>(&'a self, check: &'a Check, mark: i64, units: u64) -> StoreFuture<'a, ()> {
+        self.give_back_one(check, mark, units);
+        Box::pin(std::future::ready(Ok(())))
+    }
+
     fn ping(&self) -> StoreFuture<'_, ()> {
         Box::pin(std::future::ready(Ok(())))
+    }
+}
+
+// --- Leases (issue 13): charge with a refund mark, and give back. ---
+// Kept apart from the decision path above: each runs under the key's shard lock, so the
+// mark is the one this admission wrote and a refund sees the state it changes.
+impl MemoryStore {
+    fn charge_one(&self, check: &Check, units: u64) -> Charged {
+        let now_us = self.inner.clock.now_us();
+        let hash = self.hash(&check.key);
+        let mut shard = self.lock(self.shard_of(hash));
+        let out = shard.decide(now_us, hash, check, units);
+        let mark = out.next.map(|(state, _)| algorithm::refund_mark(&state));
+        if let Some(next) = out.next {
+            shard.store(hash, &check.key, next, now_us, self.inner.per_shard);
+        }
+        Charged::new(out.verdict, mark)
+    }
+
+    fn give_back_one(&self, check: &Check, mark: i64, units: u64) {
+        let now_us = self.inner.clock.now_us();
+        let hash = self.hash(&check.key);
+        let mut shard = self.lock(self.shard_of(hash));
+        let Some(Slot { entry, .. }) = shard.find_mut(hash, &check.key) else {
+            return;
+        };
+        let state = (entry.expires_at > now_us).then_some(entry.state);
+        if let Some((state, ttl_us)) = algorithm::refund(&check.spec, now_us, state, mark, units) {
+            *entry = Entry {
+                state,
+                expires_at: now_us.saturating_add(ttl_us),
+            };
+        }
     }
 }
 

@@ -210,4 +210,58 @@ pub trait Store: Send + Sync + 'static {
     /// Whether the store is reachable now (used by readiness probes). The limiter
     /// bounds the wait itself.
     fn ping(&self) -> StoreFuture<'_, ()>;
+
+    /// Charges `units` against one check, as [`check`](Self::check) with that cost
+    /// would, and also returns the *mark* [`give_back`](Self::give_back) needs to
+    /// return unused units later (see [`crate::algorithm::refund_mark`]).
+    ///
+    /// The limiter takes leased budgets this way (`Consistency::Leased`). The default
+    /// calls [`check`](Self::check) and returns no mark: leases taken from such a store
+    /// cannot be returned early, so their unused units stay counted until the limit
+    /// recovers them by itself (an under-admission, never an over-admission).
+    fn charge<'a>(&'a self, check: &'a Check, units: u64) -> StoreFuture<'a, Charged> {
+        Box::pin(async move {
+            let verdicts = self.check(std::slice::from_ref(check), units).await?;
+            let verdict = verdicts
+                .into_iter()
+                .next()
+                .ok_or_else(|| StoreError::protocol("no verdict for a one-limit charge"))?;
+            Ok(Charged {
+                verdict,
+                mark: None,
+            })
+        })
+    }
+
+    /// Gives back `units` of a [`charge`](Self::charge) that left `mark`, never more
+    /// than that charge consumed ([`crate::algorithm::refund`] states why that holds).
+    ///
+    /// The default answers a [`StoreErrorKind::Config`] error ("not supported"), so
+    /// stores written before leases existed still compile; the limiter then never
+    /// returns units to them.
+    fn give_back<'a>(&'a self, check: &'a Check, mark: i64, units: u64) -> StoreFuture<'a, ()> {
+        let _ = (check, mark, units);
+        Box::pin(std::future::ready(Err(StoreError::config(format!(
+            "the {} store cannot give units back",
+            self.kind()
+        )))))
+    }
+}
+
+/// The answer to [`Store::charge`]: the verdict, and the mark to give units back with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Charged {
+    /// The verdict for the charged units (`remaining` is what is left after them).
+    pub verdict: Verdict,
+    /// The refund mark of the admission; `None` when refused or when the store cannot
+    /// give units back.
+    pub mark: Option<i64>,
+}
+
+impl Charged {
+    /// A charge's answer.
+    pub fn new(verdict: Verdict, mark: Option<i64>) -> Self {
+        Charged { verdict, mark }
+    }
 }

@@ -87,13 +87,14 @@ use redis::{ErrorKind, IntoConnectionInfo, RedisError, Script, ServerErrorKind};
 pub use self::tls::RedisTls;
 
 use self::backend::{Backend, Topology};
-use super::{Check, Store, StoreError, StoreErrorKind, StoreFuture};
+use super::{Charged, Check, Store, StoreError, StoreErrorKind, StoreFuture};
 use crate::algorithm::Verdict;
 use crate::clock::Clock;
 
 mod backend;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
+mod lease;
 #[cfg(feature = "redis-sentinel")]
 mod sentinel;
 #[cfg(feature = "redis-cluster")]
@@ -347,13 +348,11 @@ enum Mode<'a> {
     /// Decide and commit all or nothing.
     Plain,
     /// As `Plain`, and return one refund mark per limit when admitted.
-    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
     Charge,
     /// Decide without writing.
     #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
     Probe,
     /// Give back a charge that left these marks, then report each limit at cost 0.
-    #[cfg_attr(not(feature = "redis-cluster"), allow(dead_code))]
     Refund(&'a [i64]),
 }
 
@@ -565,6 +564,15 @@ impl Store for RedisStore {
 
     fn is_partitioned(&self) -> bool {
         self.conn.is_cluster()
+    }
+
+    // Leases (issue 13): see lease.rs.
+    fn charge<'a>(&'a self, check: &'a Check, units: u64) -> StoreFuture<'a, Charged> {
+        Box::pin(self.charge_one(check, units))
+    }
+
+    fn give_back<'a>(&'a self, check: &'a Check, mark: i64, units: u64) -> StoreFuture<'a, ()> {
+        Box::pin(self.give_back_one(check, mark, units))
     }
 
     fn ping(&self) -> StoreFuture<'_, ()> {
