@@ -75,7 +75,7 @@ pub mod store;
 pub mod testing;
 
 pub use algorithm::{Algorithm, LimitSpec, SpecError};
-pub use clock::{Clock, ManualClock, SystemClock};
+pub use clock::{Clock, ManualClock, MonotonicClock, SystemClock};
 pub use layer::{RateLimit, RateLimitLayer};
 pub use limiter::{
     describe_metrics, BuildError, Decision, DecisionKind, FailureMode, LeaseConfig, RateLimiter,

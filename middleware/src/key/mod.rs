@@ -52,6 +52,21 @@ pub use self::request::{Constant, Header, MethodKey, PathKey, RouteKey};
 pub trait KeyExtractor: Send + Sync + 'static {
     /// The key, or `None` when the request has none.
     fn extract(&self, request: &Parts) -> Option<String>;
+
+    /// Appends the key to `out` and returns `true`, or returns `false` with `out` as it
+    /// was when the request has none. The limiter builds each storage key this way,
+    /// straight into its buffer; the default calls [`extract`](Self::extract), and an
+    /// extractor that can write without a `String` of its own (as [`Header`] does)
+    /// overrides it to save that allocation. Both must agree.
+    fn extract_into(&self, request: &Parts, out: &mut String) -> bool {
+        match self.extract(request) {
+            Some(key) => {
+                out.push_str(&key);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 impl<F> KeyExtractor for F
@@ -95,6 +110,10 @@ impl fmt::Display for Key {
 impl KeyExtractor for Key {
     fn extract(&self, request: &Parts) -> Option<String> {
         self.extractor.extract(request)
+    }
+
+    fn extract_into(&self, request: &Parts, out: &mut String) -> bool {
+        self.extractor.extract_into(request, out)
     }
 }
 

@@ -24,23 +24,32 @@ impl Header {
 
 impl KeyExtractor for Header {
     fn extract(&self, request: &Parts) -> Option<String> {
-        let value = request.headers.get(&self.0)?;
+        let mut out = String::new();
+        self.extract_into(request, &mut out).then_some(out)
+    }
+
+    fn extract_into(&self, request: &Parts, out: &mut String) -> bool {
+        let Some(value) = request.headers.get(&self.0) else {
+            return false;
+        };
         if value.is_empty() {
-            return None;
+            return false;
         }
         // Header values may carry bytes that are not UTF-8. Decoding lossily would map
         // distinct values to one key, so opaque values are hex-encoded instead.
-        Some(match value.to_str() {
-            Ok(text) => text.to_owned(),
+        match value.to_str() {
+            Ok(text) => out.push_str(text),
             Err(_) => {
-                let mut hex = String::with_capacity(2 + value.len() * 2);
-                hex.push_str("0x");
-                for b in value.as_bytes() {
-                    hex.push_str(&format!("{b:02x}"));
+                const HEX: &[u8; 16] = b"0123456789abcdef";
+                out.reserve(2 + value.len() * 2);
+                out.push_str("0x");
+                for &b in value.as_bytes() {
+                    out.push(char::from(HEX[usize::from(b >> 4)]));
+                    out.push(char::from(HEX[usize::from(b & 0xf)]));
                 }
-                hex
             }
-        })
+        }
+        true
     }
 }
 

@@ -9,7 +9,7 @@ use super::lease::Leases;
 use super::metrics::{self, describe_metrics, LimiterMetrics};
 use super::throttle::LogThrottle;
 use super::{BreakerConfig, FailureMode, Inner, LeaseConfig, RateLimiter};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 use crate::policy::{Policy, PolicyError};
 use crate::store::{MemoryStore, Store};
 
@@ -42,7 +42,7 @@ impl RateLimiter {
             deny_cache: true,
             shadow: false,
             fallback_max_keys: 100_000,
-            clock: Arc::new(SystemClock),
+            clock: None,
             metric_labels: Vec::new(),
             lease: LeaseConfig::default(),
         }
@@ -91,7 +91,8 @@ pub struct RateLimiterBuilder {
     deny_cache: bool,
     shadow: bool,
     fallback_max_keys: usize,
-    clock: Arc<dyn Clock>,
+    /// `None`: a [`MonotonicClock`], made at `build` (the first one calibrates).
+    clock: Option<Arc<dyn Clock>>,
     metric_labels: Vec<(Arc<str>, Arc<str>)>,
     lease: LeaseConfig,
 }
@@ -160,9 +161,10 @@ impl RateLimiterBuilder {
         self
     }
 
-    /// The clock of the deny cache and the local fallback store (default: system).
+    /// The clock of the deny cache and the local fallback store (default:
+    /// [`MonotonicClock`](crate::MonotonicClock)).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -218,7 +220,9 @@ impl RateLimiterBuilder {
         }
         self.lease.validate()?;
         RateLimiter::validate_policies(&self.policies)?;
-        let clock = self.clock;
+        let clock = self
+            .clock
+            .unwrap_or_else(|| Arc::new(MonotonicClock::new()));
         let store = self
             .store
             .unwrap_or_else(|| Arc::new(MemoryStore::builder().clock(clock.clone()).build()));
@@ -236,6 +240,7 @@ impl RateLimiterBuilder {
                 .clock(clock.clone())
                 .build()
         });
+        let names: Vec<Arc<str>> = self.policies.iter().map(|p| p.name.clone()).collect();
         let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 policies: self.policies,
@@ -250,7 +255,7 @@ impl RateLimiterBuilder {
                 clock,
                 log: LogThrottle::new(),
                 last_error: Default::default(),
-                metrics: LimiterMetrics::new(&self.metric_labels),
+                metrics: LimiterMetrics::new(&self.metric_labels, &names),
                 leases: (!local).then(|| Leases::new(self.lease)),
             }),
         };

@@ -12,7 +12,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use metrics::{Label, SharedString, Unit};
+use metrics::{Key, Label, Level, Metadata, SharedString, Unit};
 
 use super::breaker::CircuitState;
 use super::decision::Decision;
@@ -86,23 +86,62 @@ pub fn describe_metrics() {
     );
 }
 
+/// Every value of the `decision` label ([`Decision::metric_label`]).
+const DECISION_LABELS: [&str; 7] = [
+    "allowed",
+    "limited",
+    "shadow_limited",
+    "error",
+    "invalid",
+    "shadow_error",
+    "shadow_invalid",
+];
+
+/// What `metrics::counter!` would attach to a series registered from this module.
+static METADATA: Metadata<'static> =
+    Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
+
 /// One limiter's recording handle: its static labels, shared by every series it emits.
 #[derive(Clone, Default)]
 pub(crate) struct LimiterMetrics {
     /// Built once from `Arc<str>`s, so copying them into a key clones pointers only.
     labels: Arc<[Label]>,
+    /// The `ratelimiter_requests_checked_total` key of each (policy, decision), by
+    /// policy index and [`DECISION_LABELS`] index: built once, so a decision of a
+    /// configured policy allocates nothing to be counted. Keys, not counter handles: a
+    /// handle would stay bound to the recorder of its first use (a recorder installed
+    /// later, or a thread-local one in a test, would never see the counts).
+    decided: Arc<[[Key; DECISION_LABELS.len()]]>,
 }
 
 impl LimiterMetrics {
-    pub(crate) fn new(labels: &[(Arc<str>, Arc<str>)]) -> Self {
-        LimiterMetrics {
+    pub(crate) fn new(labels: &[(Arc<str>, Arc<str>)], policies: &[Arc<str>]) -> Self {
+        let mut metrics = LimiterMetrics {
             labels: labels
                 .iter()
                 .map(|(k, v)| {
                     Label::new(SharedString::from(k.clone()), SharedString::from(v.clone()))
                 })
                 .collect(),
-        }
+            decided: Arc::new([]),
+        };
+        metrics.decided = policies
+            .iter()
+            .map(|policy| {
+                DECISION_LABELS.map(|decision| {
+                    let policy = SharedString::from(policy.clone());
+                    Key::from_parts(REQUESTS_CHECKED, metrics.decided_labels(policy, decision))
+                })
+            })
+            .collect();
+        metrics
+    }
+
+    fn decided_labels(&self, policy: SharedString, decision: &'static str) -> Vec<Label> {
+        self.with([
+            ("policy", policy),
+            ("decision", SharedString::const_str(decision)),
+        ])
     }
 
     /// The static labels followed by a series' own.
@@ -113,16 +152,23 @@ impl LimiterMetrics {
         labels
     }
 
-    pub(crate) fn decided(&self, decision: &Decision) {
+    /// Counts a decision; `policy_index` is the policy's position in the limiter, `None`
+    /// for an ad-hoc decision, whose key is built here.
+    pub(crate) fn decided(&self, decision: &Decision, policy_index: Option<usize>) {
+        let label = decision.metric_label();
+        let cached = policy_index
+            .and_then(|i| self.decided.get(i))
+            .zip(DECISION_LABELS.iter().position(|l| *l == label));
+        if let Some((keys, at)) = cached {
+            metrics::with_recorder(|r| r.register_counter(&keys[at], &METADATA)).increment(1);
+            return;
+        }
         // An `Arc<str>` label is shared, not copied, into the metric key.
         let policy = decision
             .policy
             .clone()
             .map_or_else(|| SharedString::const_str(""), SharedString::from);
-        let labels = self.with([
-            ("policy", policy),
-            ("decision", SharedString::const_str(decision.metric_label())),
-        ]);
+        let labels = self.decided_labels(policy, label);
         metrics::counter!(REQUESTS_CHECKED, labels).increment(1);
     }
 

@@ -46,6 +46,7 @@ pub use self::lease::LeaseConfig;
 use self::lease::Leases;
 pub use self::metrics::describe_metrics;
 use self::metrics::LimiterMetrics;
+use self::pending::storage_key_start;
 pub use self::pending::{Pending, Prepared};
 pub use self::throttle::LogThrottle;
 use crate::clock::Clock;
@@ -258,44 +259,61 @@ impl RateLimiter {
 
     /// Finds the policy, the keys and the cost of a request.
     pub fn prepare(&self, request: &Parts) -> Prepared {
-        let Some(policy) = self.inner.policies.iter().find(|p| p.matches(request)) else {
+        let Some((index, policy)) = self
+            .inner
+            .policies
+            .iter()
+            .enumerate()
+            .find(|(_, p)| p.matches(request))
+        else {
             return Prepared::Done(self.record(Decision::new(DecisionKind::Unmatched, None)));
         };
-        let name = Some(policy.name.clone());
+        let slot = Some(index);
+        // Only the answers given here need the name; the store's answer takes the
+        // `Pending`'s.
+        let name = || Some(policy.name.clone());
         // In shadow mode every outcome, a missing key and a bad cost included, is
         // recorded and the request passes.
         let shadow = policy.shadow || self.inner.shadow;
         let cost = match policy.cost.of(request) {
             Ok(cost) => cost,
             Err(e) => {
-                let decision = Decision::new(DecisionKind::InvalidCost(e), name);
-                return Prepared::Done(self.record(decision.in_shadow(shadow)));
+                let decision = Decision::new(DecisionKind::InvalidCost(e), name());
+                return Prepared::Done(self.record_at(decision.in_shadow(shadow), slot));
             }
         };
         let mut pending = Pending::new(policy.name.clone(), cost);
         pending.shadow = shadow;
+        pending.policy_index = slot;
         for limit in &policy.limits {
-            let key = match (limit.key.extract(request), &policy.missing_key) {
-                (Some(key), _) => key,
-                (None, MissingKey::Fallback(key)) => key.clone(),
-                (None, MissingKey::Allow) => {
-                    return Prepared::Done(
-                        self.record(Decision::new(DecisionKind::Bypassed, name)),
-                    );
+            // The key is written straight into its storage key: one `String` per limit.
+            let mut storage = storage_key_start(&policy.name, &limit.name, EXPECTED_KEY_LEN);
+            let start = storage.len();
+            if !limit.key.extract_into(request, &mut storage) {
+                storage.truncate(start);
+                match &policy.missing_key {
+                    MissingKey::Fallback(key) => storage.push_str(key),
+                    MissingKey::Allow => {
+                        let decision = Decision::new(DecisionKind::Bypassed, name());
+                        return Prepared::Done(self.record_at(decision, slot));
+                    }
+                    MissingKey::Reject => {
+                        let kind = DecisionKind::MissingKey {
+                            limit: limit.name.clone(),
+                            reason: limit.key.why_missing(request),
+                        };
+                        let decision = Decision::new(kind, name()).in_shadow(shadow);
+                        return Prepared::Done(self.record_at(decision, slot));
+                    }
                 }
-                (None, MissingKey::Reject) => {
-                    let kind = DecisionKind::MissingKey {
-                        limit: limit.name.clone(),
-                        reason: limit.key.why_missing(request),
-                    };
-                    let decision = Decision::new(kind, name).in_shadow(shadow);
-                    return Prepared::Done(self.record(decision));
-                }
-            };
-            pending = pending
-                .limit(limit.name.clone(), limit.spec, &key)
-                .leased(limit.consistency());
+            }
+            pending.push_limit(limit.name.clone(), limit.spec, storage);
+            pending.set_leased(limit.consistency());
         }
         Prepared::Pending(pending)
     }
 }
+
+/// Room reserved for an extracted key in a storage key, so the usual API key or address
+/// fits without growing the buffer.
+const EXPECTED_KEY_LEN: usize = 40;

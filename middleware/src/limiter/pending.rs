@@ -3,6 +3,8 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
+use smallvec::SmallVec;
+
 use super::Decision;
 use crate::algorithm::LimitSpec;
 use crate::policy::Consistency;
@@ -14,8 +16,12 @@ pub struct Pending {
     pub(super) policy: Arc<str>,
     pub(super) shadow: bool,
     pub(super) cost: u64,
-    pub(super) names: Vec<Arc<str>>,
-    pub(super) checks: Vec<Check>,
+    /// Inline for one limit, the usual policy: no `Vec` per request.
+    pub(super) names: SmallVec<[Arc<str>; 1]>,
+    pub(super) checks: SmallVec<[Check; 1]>,
+    /// The policy's position in the limiter, whose metric keys are built once; `None`
+    /// for ad-hoc decisions (`decide_one`, `decide_many`).
+    pub(super) policy_index: Option<usize>,
     /// Bit `i` set: limit `i` is leased (`Consistency::Leased`); limits past the 64th
     /// are always exact.
     pub(super) leased: u64,
@@ -29,19 +35,25 @@ impl Pending {
             policy: policy.into(),
             shadow: false,
             cost,
-            names: Vec::new(),
-            checks: Vec::new(),
+            names: SmallVec::new(),
+            checks: SmallVec::new(),
+            policy_index: None,
             leased: 0,
         }
     }
 
     /// Marks the limit added last as leased.
     pub(super) fn leased(mut self, consistency: Consistency) -> Self {
+        self.set_leased(consistency);
+        self
+    }
+
+    /// [`leased`](Self::leased) in place.
+    pub(super) fn set_leased(&mut self, consistency: Consistency) {
         let i = self.checks.len().wrapping_sub(1);
         if consistency == Consistency::Leased && i < 64 {
             self.leased |= 1 << i;
         }
-        self
     }
 
     /// Whether limit `i` is leased.
@@ -52,10 +64,20 @@ impl Pending {
     /// Adds limit `name` (validated) of `spec`, counted under `key`.
     pub(crate) fn limit(mut self, name: impl Into<Arc<str>>, spec: LimitSpec, key: &str) -> Self {
         let name = name.into();
-        self.checks
-            .push(Check::new(storage_key(&self.policy, key, &name), spec));
-        self.names.push(name);
+        let mut storage = storage_key_start(&self.policy, &name, key.len());
+        storage.push_str(key);
+        self.push_limit(name, spec, storage);
         self
+    }
+
+    /// Adds limit `name` of `spec` under a storage key begun with
+    /// [`storage_key_start`] and followed by the extracted key; this closes it.
+    /// (In place: a `Pending` is too large to move once per limit.)
+    pub(super) fn push_limit(&mut self, name: Arc<str>, spec: LimitSpec, mut storage: String) {
+        storage.push_str("}:");
+        storage.push_str(&name);
+        self.checks.push(Check::new(storage, spec));
+        self.names.push(name);
     }
 
     /// The checks that will be sent to the store.
@@ -78,16 +100,15 @@ impl Pending {
     }
 }
 
-/// `{policy:key}:limit` — the braces are a Redis Cluster hash tag, so every limit of
-/// one policy and key lands in one slot.
-fn storage_key(policy: &str, key: &str, limit: &str) -> String {
-    let mut out = String::with_capacity(policy.len() + key.len() + limit.len() + 4);
+/// The start of a storage key, `{policy:`, with room for a key of about `key_len` bytes
+/// and the limit's name. A whole key is `{policy:key}:limit`: the braces are a Redis Cluster hash
+/// tag, so every limit of one policy and key lands in one slot. It is built in one
+/// buffer: the key extractor writes straight into it.
+pub(super) fn storage_key_start(policy: &str, limit: &str, key_len: usize) -> String {
+    let mut out = String::with_capacity(policy.len() + key_len + limit.len() + 4);
     out.push('{');
     out.push_str(policy);
     out.push(':');
-    out.push_str(key);
-    out.push_str("}:");
-    out.push_str(limit);
     out
 }
 

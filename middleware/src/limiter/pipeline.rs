@@ -1,10 +1,12 @@
 //! The way to a decision once keys are known: deny cache → circuit breaker → store call
 //! bounded by the timeout → the failure mode when the store does not answer.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{Decision, DecisionKind, FailureMode, LimitStatus, Pending, RateLimiter, Unavailable};
 use crate::algorithm::Verdict;
+use crate::store::Check;
 
 impl RateLimiter {
     /// Answers without waiting when possible (local store, or a cached refusal);
@@ -13,19 +15,38 @@ impl RateLimiter {
     /// # Errors
     ///
     /// Returns the pending request when only the store can answer.
+    // The `Err` is the request handed back (its one-limit checks are inline, so it is
+    // large): boxing it would add an allocation to every remote decision.
+    #[allow(clippy::result_large_err)]
     pub fn try_decide_now(&self, pending: Pending) -> Result<Decision, Pending> {
+        let slot = pending.policy_index;
         // Leased limits (issue 13, limiter/lease): spend the node's lease first.
         if let Some(decision) = self.lease_now(&pending) {
-            return Ok(self.record(decision));
+            return Ok(self.record_at(decision, slot));
         }
         if let Some(decision) = self.cached_refusal(&pending) {
-            return Ok(self.record(decision));
+            return Ok(self.record_at(decision, slot));
         }
-        match self.inner.store.check_now(&pending.checks, pending.cost) {
-            Some(Ok(verdicts)) => Ok(self.record(self.finish(&pending, verdicts, false))),
-            Some(Err(e)) => Ok(self.record(self.on_failure(&pending, &Unavailable::Store(e)))),
-            None => Err(pending),
-        }
+        let store = &self.inner.store;
+        let answer = match pending.checks.as_slice() {
+            // The usual one-limit policy: the verdict by value, no `Vec`.
+            [one] => match store.check_one_now(one, pending.cost) {
+                Some(Ok(verdict)) => {
+                    return Ok(self.record_at(self.finish_owned(pending, verdict), slot));
+                }
+                Some(Err(e)) => Err(e),
+                None => return Err(pending),
+            },
+            many => match store.check_now(many, pending.cost) {
+                Some(answer) => answer,
+                None => return Err(pending),
+            },
+        };
+        let decision = match answer {
+            Ok(verdicts) => self.finish(&pending, verdicts, false),
+            Err(e) => self.on_failure(&pending, &Unavailable::Store(e)),
+        };
+        Ok(self.record_at(decision, slot))
     }
 
     /// Asks the store (bounded by the timeout, skipped while the breaker is open) and
@@ -51,7 +72,8 @@ impl RateLimiter {
     pub(super) async fn ask_store_exact(&self, pending: Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
-            return self.record(self.on_failure(&pending, &Unavailable::CircuitOpen));
+            let decision = self.on_failure(&pending, &Unavailable::CircuitOpen);
+            return self.record_at(decision, pending.policy_index);
         }
         let started = Instant::now();
         let result = tokio::time::timeout(
@@ -87,7 +109,7 @@ impl RateLimiter {
         inner
             .metrics
             .circuit(inner.store_kind, inner.breaker.state());
-        self.record(decision)
+        self.record_at(decision, pending.policy_index)
     }
 
     fn cached_refusal(&self, pending: &Pending) -> Option<Decision> {
@@ -118,30 +140,29 @@ impl RateLimiter {
         verdicts: Vec<Verdict>,
         from_fallback: bool,
     ) -> Decision {
-        let allowed = verdicts.iter().all(|v| v.allowed);
-        let kind = match (allowed, pending.shadow) {
-            (true, _) => DecisionKind::Allowed,
-            (false, true) => DecisionKind::ShadowLimited,
-            (false, false) => DecisionKind::Limited,
-        };
-        let limits = pending
-            .names
-            .iter()
-            .zip(&pending.checks)
-            .zip(verdicts)
-            .map(|((name, check), verdict)| LimitStatus {
-                name: name.clone(),
-                spec: check.spec,
-                verdict,
-            })
-            .collect();
-        Decision {
-            kind,
-            policy: Some(pending.policy.clone()),
-            limits,
+        let names = pending.names.iter().cloned();
+        let policy = pending.policy.clone();
+        assemble(
+            policy,
+            pending.shadow,
+            names,
+            &pending.checks,
+            verdicts,
             from_fallback,
-            shadow: pending.shadow,
-        }
+        )
+    }
+
+    /// [`finish`](Self::finish) for a request that is done with: its names move into
+    /// the decision instead of being counted up and down again.
+    fn finish_owned(&self, pending: Pending, verdict: Verdict) -> Decision {
+        let Pending {
+            policy,
+            shadow,
+            names,
+            checks,
+            ..
+        } = pending;
+        assemble(policy, shadow, names, &checks, [verdict], false)
     }
 
     pub(super) fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
@@ -172,8 +193,14 @@ impl RateLimiter {
     }
 
     pub(super) fn record(&self, decision: Decision) -> Decision {
+        self.record_at(decision, None)
+    }
+
+    /// Records a decision of the policy at `index` (its metric keys are built once), or
+    /// of an ad-hoc policy (`None`: the key is built from the decision's policy name).
+    pub(super) fn record_at(&self, decision: Decision, index: Option<usize>) -> Decision {
         if decision.kind != DecisionKind::Unmatched {
-            self.inner.metrics.decided(&decision);
+            self.inner.metrics.decided(&decision, index);
         }
         if decision.shadow && !decision.kind_passes() {
             tracing::debug!(
@@ -183,5 +210,42 @@ impl RateLimiter {
             );
         }
         decision
+    }
+}
+
+/// The decision of `policy` from one verdict per limit, in the order of `names` and
+/// `checks`.
+fn assemble(
+    policy: Arc<str>,
+    shadow: bool,
+    names: impl IntoIterator<Item = Arc<str>>,
+    checks: &[Check],
+    verdicts: impl IntoIterator<Item = Verdict>,
+    from_fallback: bool,
+) -> Decision {
+    let mut limits = Vec::with_capacity(checks.len());
+    limits.extend(
+        names
+            .into_iter()
+            .zip(checks)
+            .zip(verdicts)
+            .map(|((name, check), verdict)| LimitStatus {
+                name,
+                spec: check.spec,
+                verdict,
+            }),
+    );
+    let allowed = limits.iter().all(|l| l.verdict.allowed);
+    let kind = match (allowed, shadow) {
+        (true, _) => DecisionKind::Allowed,
+        (false, true) => DecisionKind::ShadowLimited,
+        (false, false) => DecisionKind::Limited,
+    };
+    Decision {
+        kind,
+        policy: Some(policy),
+        limits,
+        from_fallback,
+        shadow,
     }
 }

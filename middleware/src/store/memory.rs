@@ -1,8 +1,25 @@
 //! [`MemoryStore`]: rate-limit state in process memory.
 //!
-//! The key space is split over shards, each a `HashMap` behind its own mutex, so
+//! The key space is split over shards, each a hash table behind its own mutex, so
 //! threads deciding for different keys rarely meet. A decision holds a shard lock for
 //! the length of a few integer operations and never across an `.await`.
+//!
+//! **One hash per key, no allocation per lookup.** A key is hashed once; the shard is
+//! chosen from bits 32 and up of that hash and the shard's table (a
+//! `hashbrown::HashTable`, which takes the hash from its caller) is probed with the same
+//! hash. The table uses the low bits to pick a bucket and the top seven as its tag, so
+//! the shard bits are ones the table does not look at (for fewer than 2³² buckets and
+//! 2²⁵ shards). Lookups compare `&str` against the stored key; a key is copied into a
+//! `Box<str>` only when it is first inserted. Each entry keeps its hash, so growing a
+//! table never hashes a key again.
+//!
+//! **Hash flooding.** Keys are chosen by clients (a header, an address), so a hash a
+//! client could predict would let it pile its keys into one bucket chain and make every
+//! decision of that shard slow. The hasher is foldhash's `fast` variant with a random
+//! seed per process and per store: several times faster than the standard library's
+//! SipHash on the short keys rate limiting uses, and colliding keys can only be found
+//! by guessing the 64-bit seed. (It is not a cryptographic MAC, and nothing here needs
+//! one: the worst a successful flood could do is slow one shard, never a wrong verdict.)
 //!
 //! Memory is bounded: each shard holds at most `max_keys / shards` entries. State
 //! whose time to live has passed is invisible at once and removed when its shard fills
@@ -14,14 +31,16 @@
 //! A batch touching several shards locks them in index order, so two batches can never
 //! wait on each other.
 
-use std::collections::hash_map::Entry as MapEntry;
-use std::collections::HashMap;
 use std::hash::BuildHasher;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, MutexGuard};
+
+use hashbrown::HashTable;
 
 use super::{Charged, Check, Store, StoreError, StoreFuture};
 use crate::algorithm::{self, State, Verdict};
-use crate::clock::{Clock, SystemClock};
+use crate::clock::{Clock, MonotonicClock};
 
 const DEFAULT_MAX_KEYS: usize = 1_000_000;
 
@@ -49,10 +68,7 @@ pub struct MemoryStore {
     inner: Arc<Inner>,
 }
 
-/// foldhash rather than the standard library's SipHash: a few times faster on the
-/// short keys rate limiting uses, and still seeded at random per process and per
-/// store, so a client that chooses its keys cannot predict collisions (hash flooding
-/// stays a matter of guessing a 64-bit seed).
+/// Seeded at random per process and per store: see "Hash flooding" in the module docs.
 type Hasher = foldhash::fast::RandomState;
 
 struct Inner {
@@ -63,7 +79,14 @@ struct Inner {
 }
 
 struct Shard {
-    map: HashMap<Box<str>, Entry, Hasher>,
+    table: HashTable<Slot>,
+}
+
+/// One key's state, with the key's hash so the table can grow without rehashing keys.
+struct Slot {
+    hash: u64,
+    key: Box<str>,
+    entry: Entry,
 }
 
 #[derive(Clone, Copy)]
@@ -95,7 +118,8 @@ impl Default for MemoryStore {
 pub struct MemoryStoreBuilder {
     max_keys: usize,
     shards: usize,
-    clock: Arc<dyn Clock>,
+    /// `None`: a [`MonotonicClock`], made at `build` (the first one calibrates).
+    clock: Option<Arc<dyn Clock>>,
 }
 
 impl std::fmt::Debug for MemoryStoreBuilder {
@@ -120,9 +144,9 @@ impl MemoryStoreBuilder {
         self
     }
 
-    /// The clock to read (default: the system clock).
+    /// The clock to read (default: a [`MonotonicClock`](crate::MonotonicClock)).
     pub fn clock(mut self, clock: impl Clock) -> Self {
-        self.clock = Arc::new(clock);
+        self.clock = Some(Arc::new(clock));
         self
     }
 
@@ -135,13 +159,15 @@ impl MemoryStoreBuilder {
                 shards: (0..shards)
                     .map(|_| {
                         Mutex::new(Shard {
-                            map: HashMap::with_hasher(Hasher::default()),
+                            table: HashTable::new(),
                         })
                     })
                     .collect(),
                 per_shard,
                 hasher: Hasher::default(),
-                clock: self.clock,
+                clock: self
+                    .clock
+                    .unwrap_or_else(|| Arc::new(MonotonicClock::new())),
             }),
         }
     }
@@ -159,7 +185,7 @@ impl MemoryStore {
         MemoryStoreBuilder {
             max_keys: DEFAULT_MAX_KEYS,
             shards: cores * 4,
-            clock: Arc::new(SystemClock),
+            clock: None,
         }
     }
 
@@ -176,22 +202,35 @@ impl MemoryStore {
 
     /// [`decide_one`](Self::decide_one) as if the time were `now_us`.
     pub fn decide_one_at(&self, now_us: i64, check: &Check, cost: u64) -> Verdict {
-        let mut shard = self.lock(self.shard_of(&check.key));
-        // The common case, a known key: one lookup to read and update in place.
-        if let Some(entry) = shard.map.get_mut(check.key.as_str()) {
-            let state = (entry.expires_at > now_us).then_some(entry.state);
-            let out = algorithm::decide(&check.spec, now_us, state, cost);
+        self.decide_key_at(now_us, &check.key, &check.spec, cost)
+    }
+
+    /// One limit under `key`, as if the time were `now_us`: the key is borrowed, and
+    /// copied only if the store has never seen it.
+    pub(crate) fn decide_key_at(
+        &self,
+        now_us: i64,
+        key: &str,
+        spec: &algorithm::LimitSpec,
+        cost: u64,
+    ) -> Verdict {
+        let hash = self.hash(key);
+        let mut shard = self.lock(self.shard_of(hash));
+        // The common case, a known key: one probe to read and update in place.
+        if let Some(slot) = shard.find_mut(hash, key) {
+            let state = (slot.entry.expires_at > now_us).then_some(slot.entry.state);
+            let out = algorithm::decide(spec, now_us, state, cost);
             if let Some((state, ttl_us)) = out.next {
-                *entry = Entry {
+                slot.entry = Entry {
                     state,
                     expires_at: now_us.saturating_add(ttl_us),
                 };
             }
             return out.verdict;
         }
-        let out = algorithm::decide(&check.spec, now_us, None, cost);
+        let out = algorithm::decide(spec, now_us, None, cost);
         if let Some(next) = out.next {
-            shard.store(&check.key, next, now_us, self.inner.per_shard);
+            shard.insert_new(hash, key, next, now_us, self.inner.per_shard);
         }
         out.verdict
     }
@@ -206,7 +245,8 @@ impl MemoryStore {
     }
 
     fn decide_many(&self, now_us: i64, checks: &[Check], cost: u64) -> Vec<Verdict> {
-        let indexes: Vec<usize> = checks.iter().map(|c| self.shard_of(&c.key)).collect();
+        let hashes: Vec<u64> = checks.iter().map(|c| self.hash(&c.key)).collect();
+        let indexes: Vec<usize> = hashes.iter().map(|&h| self.shard_of(h)).collect();
         let mut order = indexes.clone();
         order.sort_unstable();
         order.dedup();
@@ -219,12 +259,15 @@ impl MemoryStore {
         let outcomes: Vec<_> = checks
             .iter()
             .zip(&slots)
-            .map(|(check, &slot)| guards[slot].decide(now_us, check, cost))
+            .zip(&hashes)
+            .map(|((check, &slot), &hash)| guards[slot].decide(now_us, hash, check, cost))
             .collect();
         if outcomes.iter().all(|o| o.verdict.allowed) {
-            for ((check, &slot), outcome) in checks.iter().zip(&slots).zip(&outcomes) {
+            for (((check, &slot), &hash), outcome) in
+                checks.iter().zip(&slots).zip(&hashes).zip(&outcomes)
+            {
                 if let Some(next) = outcome.next {
-                    guards[slot].store(&check.key, next, now_us, self.inner.per_shard);
+                    guards[slot].store(hash, &check.key, next, now_us, self.inner.per_shard);
                 }
             }
             return outcomes.into_iter().map(|o| o.verdict).collect();
@@ -233,10 +276,10 @@ impl MemoryStore {
         // state as it is, not as if this request had been counted.
         outcomes
             .into_iter()
-            .zip(checks.iter().zip(&slots))
-            .map(|(outcome, (check, &slot))| {
+            .zip(checks.iter().zip(&slots).zip(&hashes))
+            .map(|(outcome, ((check, &slot), &hash))| {
                 if outcome.verdict.allowed {
-                    guards[slot].decide(now_us, check, 0).verdict
+                    guards[slot].decide(now_us, hash, check, 0).verdict
                 } else {
                     outcome.verdict
                 }
@@ -249,7 +292,7 @@ impl MemoryStore {
         self.inner
             .shards
             .iter()
-            .map(|s| self.lock_shard(s).map.len())
+            .map(|s| self.lock_shard(s).table.len())
             .sum()
     }
 
@@ -262,13 +305,19 @@ impl MemoryStore {
     pub fn purge_expired(&self) {
         let now = self.inner.clock.now_us();
         for shard in self.inner.shards.iter() {
-            self.lock_shard(shard).map.retain(|_, e| e.expires_at > now);
+            self.lock_shard(shard)
+                .table
+                .retain(|s| s.entry.expires_at > now);
         }
     }
 
-    fn shard_of(&self, key: &str) -> usize {
-        // Power-of-two shard count: a mask picks the shard.
-        (self.inner.hasher.hash_one(key) as usize) & (self.inner.shards.len() - 1)
+    fn hash(&self, key: &str) -> u64 {
+        self.inner.hasher.hash_one(key)
+    }
+
+    fn shard_of(&self, hash: u64) -> usize {
+        // Power-of-two shard count: a mask over bits the tables do not use (module docs).
+        ((hash >> 32) as usize) & (self.inner.shards.len() - 1)
     }
 
     fn lock(&self, index: usize) -> MutexGuard<'_, Shard> {
@@ -276,53 +325,69 @@ impl MemoryStore {
     }
 
     fn lock_shard<'a>(&self, shard: &'a Mutex<Shard>) -> MutexGuard<'a, Shard> {
-        // A panic while holding the lock cannot leave a half-written entry (entries are
-        // replaced whole), so a poisoned shard is still consistent.
-        shard.lock().unwrap_or_else(PoisonError::into_inner)
+        shard.lock()
     }
 }
 
 impl Shard {
-    fn decide(&self, now_us: i64, check: &Check, cost: u64) -> algorithm::Outcome {
+    fn find_mut(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
+        self.table.find_mut(hash, |s| &*s.key == key)
+    }
+
+    fn decide(&self, now_us: i64, hash: u64, check: &Check, cost: u64) -> algorithm::Outcome {
         let state = self
-            .map
-            .get(check.key.as_str())
-            .filter(|e| e.expires_at > now_us)
-            .map(|e| e.state);
+            .table
+            .find(hash, |s| *s.key == *check.key)
+            .filter(|s| s.entry.expires_at > now_us)
+            .map(|s| s.entry.state);
         algorithm::decide(&check.spec, now_us, state, cost)
     }
 
-    fn store(&mut self, key: &str, (state, ttl_us): (State, i64), now_us: i64, cap: usize) {
-        let entry = Entry {
-            state,
-            expires_at: now_us.saturating_add(ttl_us),
-        };
-        if let Some(existing) = self.map.get_mut(key) {
-            *existing = entry;
+    fn store(&mut self, hash: u64, key: &str, next: (State, i64), now_us: i64, cap: usize) {
+        if let Some(slot) = self.find_mut(hash, key) {
+            slot.entry = Entry {
+                state: next.0,
+                expires_at: now_us.saturating_add(next.1),
+            };
             return;
         }
-        if self.map.len() >= cap {
+        self.insert_new(hash, key, next, now_us, cap);
+    }
+
+    /// Inserts a key the table does not hold, making room first if the shard is full.
+    fn insert_new(
+        &mut self,
+        hash: u64,
+        key: &str,
+        (state, ttl_us): (State, i64),
+        now_us: i64,
+        cap: usize,
+    ) {
+        if self.table.len() >= cap {
             self.evict(now_us, cap);
         }
-        match self.map.entry(key.into()) {
-            MapEntry::Occupied(mut o) => *o.get_mut() = entry,
-            MapEntry::Vacant(v) => {
-                v.insert(entry);
-            }
-        }
+        let slot = Slot {
+            hash,
+            key: key.into(),
+            entry: Entry {
+                state,
+                expires_at: now_us.saturating_add(ttl_us),
+            },
+        };
+        self.table.insert_unique(hash, slot, |s| s.hash);
     }
 
     /// Makes room: expired entries first, then the eighth of the shard that expires
     /// soonest (the state closest to being forgotten anyway).
     fn evict(&mut self, now_us: i64, cap: usize) {
-        self.map.retain(|_, e| e.expires_at > now_us);
-        if self.map.len() < cap {
+        self.table.retain(|s| s.entry.expires_at > now_us);
+        if self.table.len() < cap {
             return;
         }
-        let mut expiries: Vec<i64> = self.map.values().map(|e| e.expires_at).collect();
+        let mut expiries: Vec<i64> = self.table.iter().map(|s| s.entry.expires_at).collect();
         let cut = (expiries.len() / 8).max(1) - 1;
         let (_, &mut threshold, _) = expiries.select_nth_unstable(cut);
-        self.map.retain(|_, e| e.expires_at > threshold);
+        self.table.retain(|s| s.entry.expires_at > threshold);
     }
 }
 
@@ -338,6 +403,10 @@ impl Store for MemoryStore {
 
     fn check_now(&self, checks: &[Check], cost: u64) -> Option<Result<Vec<Verdict>, StoreError>> {
         Some(Ok(self.decide(checks, cost)))
+    }
+
+    fn check_one_now(&self, check: &Check, cost: u64) -> Option<Result<Verdict, StoreError>> {
+        Some(Ok(self.decide_one(check, cost)))
     }
 
     fn is_local(&self) -> bool {
@@ -364,19 +433,21 @@ impl Store for MemoryStore {
 impl MemoryStore {
     fn charge_one(&self, check: &Check, units: u64) -> Charged {
         let now_us = self.inner.clock.now_us();
-        let mut shard = self.lock(self.shard_of(&check.key));
-        let out = shard.decide(now_us, check, units);
+        let hash = self.hash(&check.key);
+        let mut shard = self.lock(self.shard_of(hash));
+        let out = shard.decide(now_us, hash, check, units);
         let mark = out.next.map(|(state, _)| algorithm::refund_mark(&state));
         if let Some(next) = out.next {
-            shard.store(&check.key, next, now_us, self.inner.per_shard);
+            shard.store(hash, &check.key, next, now_us, self.inner.per_shard);
         }
         Charged::new(out.verdict, mark)
     }
 
     fn give_back_one(&self, check: &Check, mark: i64, units: u64) {
         let now_us = self.inner.clock.now_us();
-        let mut shard = self.lock(self.shard_of(&check.key));
-        let Some(entry) = shard.map.get_mut(check.key.as_str()) else {
+        let hash = self.hash(&check.key);
+        let mut shard = self.lock(self.shard_of(hash));
+        let Some(Slot { entry, .. }) = shard.find_mut(hash, &check.key) else {
             return;
         };
         let state = (entry.expires_at > now_us).then_some(entry.state);
@@ -386,5 +457,79 @@ impl MemoryStore {
                 expires_at: now_us.saturating_add(ttl_us),
             };
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::algorithm::LimitSpec;
+
+    fn one_per_hour() -> LimitSpec {
+        "1/h".parse().expect("valid spec")
+    }
+
+    /// Every slot sits in the shard its own hash names and is found again by probing
+    /// with that hash: what the single and the batch path both rely on.
+    fn assert_consistent(store: &MemoryStore) {
+        for (index, shard) in store.inner.shards.iter().enumerate() {
+            let shard = store.lock_shard(shard);
+            for slot in shard.table.iter() {
+                assert_eq!(slot.hash, store.hash(&slot.key), "{}", slot.key);
+                assert_eq!(store.shard_of(slot.hash), index, "{}", slot.key);
+                let found = shard.table.find(slot.hash, |s| s.key == slot.key);
+                assert!(found.is_some(), "{} not found in its own shard", slot.key);
+            }
+        }
+    }
+
+    #[test]
+    fn one_hash_finds_each_key_in_its_shard_from_either_path() {
+        let store = MemoryStore::builder().shards(64).build();
+        let checks: Vec<Check> = (0..4096)
+            .map(|i| Check::new(format!("client-{i}"), one_per_hour()))
+            .collect();
+        for check in &checks {
+            assert!(store.decide_one(check, 1).allowed, "{}", check.key);
+        }
+        assert_eq!(store.len(), checks.len());
+        // Keys are spread: a shard choice that reused the table's own bits would pile
+        // them into few shards (or few buckets); every one of the 64 holds some.
+        for shard in store.inner.shards.iter() {
+            assert!(!store.lock_shard(shard).table.is_empty());
+        }
+        assert_consistent(&store);
+        // The batch path (several shards locked in order) finds what the single path
+        // stored: each pair is refused, and nothing new was inserted.
+        for pair in checks.chunks(2) {
+            let verdicts = store.decide(pair, 1);
+            assert!(verdicts.iter().all(|v| !v.allowed), "{}", pair[0].key);
+        }
+        assert_eq!(store.len(), checks.len());
+        // And the single path finds what the batch path stored.
+        let fresh: Vec<Check> = (0..64)
+            .map(|i| Check::new(format!("batch-{i}"), one_per_hour()))
+            .collect();
+        assert!(store.decide(&fresh, 1).iter().all(|v| v.allowed));
+        for check in &fresh {
+            assert!(!store.decide_one(check, 1).allowed, "{}", check.key);
+        }
+    }
+
+    #[test]
+    fn eviction_and_growth_keep_every_key_findable_and_the_bound() {
+        let store = MemoryStore::builder().max_keys(1_000).shards(4).build();
+        for i in 0..20_000 {
+            let check = Check::new(format!("churn-{i}"), one_per_hour());
+            assert!(store.decide_one(&check, 1).allowed);
+            if i % 997 == 0 {
+                assert_consistent(&store);
+            }
+        }
+        assert!(store.len() <= 1_000, "{} keys held", store.len());
+        assert_consistent(&store);
+        // The newest key of each shard survived its last eviction.
+        let last = Check::new("churn-19999", one_per_hour());
+        assert!(!store.decide_one(&last, 1).allowed);
     }
 }

@@ -119,7 +119,8 @@
 //! ```
 //!
 //! (A store that can answer without waiting, as this one can, may also override
-//! [`Store::check_now`] so the limiter skips allocating a future.)
+//! [`Store::check_now`] so the limiter skips allocating a future, and
+//! [`Store::check_one_now`] so a one-limit decision skips the `Vec` of verdicts.)
 
 mod error;
 mod memory;
@@ -177,6 +178,18 @@ pub trait Store: Send + Sync + 'static {
     fn check_now(&self, checks: &[Check], cost: u64) -> Option<Result<Vec<Verdict>, StoreError>> {
         let _ = (checks, cost);
         None
+    }
+
+    /// [`check_now`](Self::check_now) for a batch of exactly one check, its verdict by
+    /// value: the usual one-limit policy then costs no `Vec`. The default calls
+    /// `check_now`; a store that answers without waiting may override both.
+    fn check_one_now(&self, check: &Check, cost: u64) -> Option<Result<Verdict, StoreError>> {
+        let verdicts = self.check_now(std::slice::from_ref(check), cost)?;
+        Some(verdicts.and_then(|v| {
+            v.into_iter().next().ok_or_else(|| {
+                StoreError::new(StoreErrorKind::Protocol, "no verdict for a batch of one")
+            })
+        }))
     }
 
     /// Whether state lives in this process. A local store needs no deny cache (it
