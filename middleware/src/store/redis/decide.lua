@@ -1,26 +1,46 @@
--- Tollgate: decide every limit of one request atomically.
+-- Tollgate: decide a batch of independent requests, each atomically across its limits.
 --
--- A line-by-line transcription of src/algorithm/{gcra,fixed_window,sliding_window}.rs;
+-- A line-by-line transcription of src/algorithm/{gcra,fixed_window,sliding_window,refund}.rs;
 -- the conformance tests hold the two to identical answers. All arithmetic stays on
 -- integers below 2^53, where Lua's doubles are exact (see src/algorithm/mod.rs).
 --
--- KEYS[i]  the state of limit i: a hash with fields t (GCRA) or w, c, p (windows)
+-- Cost per call (what issue 16 measures as Redis CPU): one TIME for the whole batch, one
+-- MGET for every key of the batch, and one SET ... PX per limit that admits. Every
+-- redis.call crosses Lua -> Redis -> Lua with argument conversion, which is most of
+-- the cost of a decision; the arithmetic itself is cheap.
+--
+-- State: one string per limit, written with SET ... PX so the value and its time to live
+-- are one command:
+--   GCRA     "<tat>"                        theoretical arrival time, microseconds
+--   windows  "<start_ms>:<current>:<previous>"
+-- A value that does not parse (another algorithm's, a foreign value) reads as no state,
+-- as the Rust algorithms read a State of the other kind. MGET answers nil for a key that
+-- holds another type (a hash of the old format), so no key can make the script fail with
+-- WRONGTYPE: such a key reads as no state and the SET replaces it.
+--
+-- KEYS     the keys of request 1's limits, then request 2's, ...
 -- ARGV[1]  now in microseconds, or "" to use the Redis server's TIME (production)
--- ARGV[2]  cost of the request
--- ARGV[3]  extra milliseconds idle keys live past the point where they stop mattering
--- ARGV[4 + 5(i-1) ..] for limit i: algorithm (0 gcra, 1 fixed, 2 sliding), quota,
---          period_ms, burst, interval_us
+-- ARGV[2]  extra milliseconds idle keys live past the point where they stop mattering
+-- ARGV[3]  R, the number of requests in the batch
+-- then per request:
+--   n, cost, mode                 mode 0 plain, 1 charge, 2 probe, 3 refund (below)
+--   5 per limit                   algorithm (0 gcra, 1 fixed, 2 sliding), quota,
+--                                 period_ms, burst, interval_us
+--   n marks                       only in mode 3
 --
--- ARGV[4 + 5n] (optional, n = #KEYS) a mode, for decisions that span Redis Cluster slots
---          (store/redis/spanning.rs; src/algorithm/refund.rs is the Rust twin of `refund`):
---            'charge'  as without a mode, and append one mark per limit (see refund.rs)
---            'probe'   decide, never write (another slot refused the request)
---            'refund'  ARGV[5 + 5n ..] one mark per limit: give back what the admission
---                      with that mark consumed, then report every limit at cost 0
+-- Modes, for decisions that span Redis Cluster slots (store/redis/spanning.rs) and for
+-- giving back units:
+--   0 plain   decide every limit; write all of them only if all admit
+--   1 charge  as plain, and append one mark per limit (0 when refused; see refund.rs)
+--   2 probe   decide, never write (another slot refused the request)
+--   3 refund  give back what the admission with that mark consumed, then report every
+--             limit at cost 0
 --
--- Returns 4 integers per limit: allowed (1/0), remaining, reset_after_us, retry_after_us.
--- State is written only when every limit admits the request; on a refusal every verdict
--- describes the state as it is.
+-- Returns per request, in order: 4 integers per limit (allowed 1/0, remaining,
+-- reset_after_us, retry_after_us), then in mode 1 one mark per limit. State is written
+-- only when every limit of the request admits it; on a refusal every verdict describes
+-- the state as it is. Requests are decided one after the other against the state the
+-- previous ones left, so two requests of one batch on the same key see each other.
 
 local now, now_ms
 if ARGV[1] == '' then
@@ -31,8 +51,8 @@ else
   now = tonumber(ARGV[1])
   now_ms = math.floor(now / 1000)
 end
-local cost = tonumber(ARGV[2])
-local grace_ms = tonumber(ARGV[3])
+local grace_ms = tonumber(ARGV[2])
+local requests = tonumber(ARGV[3])
 
 local function clamp(v)
   if v < 0 then return 0 end
@@ -43,11 +63,11 @@ local function idiv(a, b)
   return math.floor(a / b)
 end
 
--- Decides limit i for a request of weight `cost` against its stored fields `h`.
--- Returns allowed, remaining, reset_after, retry_after and the write to make if the
--- request is committed (nil when nothing needs writing).
-local function decide(i, h, cost)
-  local base = 4 + 5 * (i - 1)
+-- Decides the limit whose spec starts at ARGV[base] for a request of weight `cost`
+-- against its stored fields `h` (see `fields`). Returns allowed, remaining, reset_after,
+-- retry_after and the write to make if the request is committed (nil when nothing needs
+-- writing).
+local function decide(base, h, cost)
   local algo = tonumber(ARGV[base])
   local quota = tonumber(ARGV[base + 1])
   local window_ms = tonumber(ARGV[base + 2])
@@ -71,7 +91,7 @@ local function decide(i, h, cost)
       else
         allowed, remaining, reset_after, retry_after =
           1, clamp(idiv(capacity - (new_tat - now), interval)), new_tat - now, 0
-        write = { 't', new_tat, ttl = new_tat - now }
+        write = { new_tat, ttl = new_tat - now }
       end
     end
   else
@@ -96,7 +116,7 @@ local function decide(i, h, cost)
         current = current + cost
         if current > 0 then reset = window_end end
         allowed, remaining, reset_after, retry_after = 1, clamp(quota - current), reset, 0
-        write = { 'w', start_ms, 'c', current, 'p', 0, ttl = window_end }
+        write = { start_ms, current, 0, ttl = window_end }
       end
     else
       local elapsed_ms = now_ms - start_ms
@@ -128,8 +148,7 @@ local function decide(i, h, cost)
         used = used + cost * window_ms
         allowed, remaining, reset_after, retry_after =
           1, clamp(idiv(capacity - used, window_ms)), reset_for(current), 0
-        write = { 'w', start_ms, 'c', current, 'p', previous,
-                  ttl = (start_ms + 2 * window_ms) * 1000 - now }
+        write = { start_ms, current, previous, ttl = (start_ms + 2 * window_ms) * 1000 - now }
       end
     end
   end
@@ -137,11 +156,11 @@ local function decide(i, h, cost)
   return allowed, remaining, reset_after, retry_after, write
 end
 
--- Gives back `cost` of limit i, charged by an admission that left `mark`, against its
--- stored fields `h` (src/algorithm/refund.rs). Returns the write to make, or nil.
-local function refund(i, h, mark)
+-- Gives back `cost` of the limit at ARGV[base], charged by an admission that left
+-- `mark`, against its stored fields `h` (src/algorithm/refund.rs). Returns the write to
+-- make, or nil.
+local function refund(base, h, mark, cost)
   if cost == 0 then return nil end
-  local base = 4 + 5 * (i - 1)
   local algo = tonumber(ARGV[base])
   local window_ms = tonumber(ARGV[base + 2])
   local interval = tonumber(ARGV[base + 4])
@@ -155,7 +174,7 @@ local function refund(i, h, mark)
     local back = give - kept
     if back == 0 then return nil end
     tat = tat - back
-    return { 't', tat, ttl = clamp(tat - now) }
+    return { tat, ttl = clamp(tat - now) }
   end
   local stored = tonumber(h[2])
   if stored == nil then return nil end
@@ -169,63 +188,101 @@ local function refund(i, h, mark)
   end
   local ends_ms = stored + window_ms
   if algo == 2 then ends_ms = stored + 2 * window_ms end
-  return { 'w', stored, 'c', current, 'p', previous, ttl = clamp(ends_ms * 1000 - now) }
+  return { stored, current, previous, ttl = clamp(ends_ms * 1000 - now) }
+end
+
+-- The value of every key as the batch goes: read once with MGET (in chunks, as unpack
+-- is bounded by Lua's stack), then updated by every write, so a later request on the
+-- same key sees it without another read.
+local state = {}
+local nkeys = #KEYS
+local chunk = 4000
+for first = 1, nkeys, chunk do
+  local last = math.min(first + chunk - 1, nkeys)
+  local values = redis.call('MGET', unpack(KEYS, first, last))
+  for i = first, last do
+    state[KEYS[i]] = values[i - first + 1]
+  end
+end
+
+-- The stored value as the fields the algorithms read: { tat } or { nil, start, current,
+-- previous }; {} for no state.
+local function fields(v)
+  if type(v) == 'number' then return { v } end
+  if not v then return {} end
+  local s, c, p = string.match(v, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+  if s then return { nil, tonumber(s), tonumber(c), tonumber(p) } end
+  return { tonumber(v) }
 end
 
 local function write(key, w)
-  redis.call('HSET', key, unpack(w))
-  redis.call('PEXPIRE', key, math.floor((w.ttl + 999) / 1000) + grace_ms)
+  local value
+  if w[2] then
+    -- %d, not tostring: tostring rounds to 14 digits.
+    value = string.format('%d:%d:%d', w[1], w[2], w[3])
+  else
+    -- A number argument reaches Redis printed exactly (integers below 2^53).
+    value = w[1]
+  end
+  -- PX must be positive; a state whose time is up reads as no state anyway.
+  local ms = math.floor((w.ttl + 999) / 1000) + grace_ms
+  if ms < 1 then ms = 1 end
+  redis.call('SET', key, value, 'PX', ms)
+  state[key] = value
 end
 
-local n = #KEYS
-local mode = ARGV[4 + 5 * n]
+local out = {}
+local k = 0   -- keys of the requests before this one
+local a = 4   -- this request's first ARGV
+for _ = 1, requests do
+  local n, cost, mode = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local specs = a + 3
+  a = specs + 5 * n
+  local o = #out
 
-if mode == 'refund' then
-  local out = {}
-  for i = 1, n do
-    local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
-    local w = refund(i, h, tonumber(ARGV[4 + 5 * n + i]))
-    if w then
-      write(KEYS[i], w)
-      h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
+  if mode == 3 then
+    for i = 1, n do
+      local key, base = KEYS[k + i], specs + 5 * (i - 1)
+      local w = refund(base, fields(state[key]), tonumber(ARGV[a + i - 1]), cost)
+      if w then write(key, w) end
+      local p = o + 4 * (i - 1)
+      out[p + 1], out[p + 2], out[p + 3], out[p + 4] = decide(base, fields(state[key]), 0)
     end
-    local o = 4 * (i - 1)
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = decide(i, h, 0)
-  end
-  return out
-end
+    a = a + n
+  else
+    local hs, writes, all = {}, {}, true
+    for i = 1, n do
+      local h = fields(state[KEYS[k + i]])
+      local allowed, remaining, reset_after, retry_after, w = decide(specs + 5 * (i - 1), h, cost)
+      hs[i] = h
+      if allowed == 0 then all = false end
+      writes[i] = w
+      local p = o + 4 * (i - 1)
+      out[p + 1], out[p + 2], out[p + 3], out[p + 4] = allowed, remaining, reset_after, retry_after
+    end
 
-local out, fields, writes, all = {}, {}, {}, true
-
-for i = 1, n do
-  local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
-  local allowed, remaining, reset_after, retry_after, w = decide(i, h, cost)
-  fields[i] = h
-  if allowed == 0 then all = false end
-  writes[i] = w
-  local o = 4 * (i - 1)
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, remaining, reset_after, retry_after
-end
-
-if all and mode ~= 'probe' then
-  for i = 1, n do
-    local w = writes[i]
-    if w then write(KEYS[i], w) end
-    if mode == 'charge' then
-      -- The mark: the TAT or the window start the admission stored.
-      out[4 * n + i] = (w and w[2]) or 0
+    if all and mode ~= 2 then
+      for i = 1, n do
+        local w = writes[i]
+        if w then write(KEYS[k + i], w) end
+        if mode == 1 then
+          -- The mark: the TAT or the window start the admission stored.
+          out[o + 4 * n + i] = (w and w[1]) or 0
+        end
+      end
+    else
+      -- Refused: nothing was consumed, so a limit that would have admitted reports its
+      -- state as it is (decided again at cost 0), not as if this request had been counted.
+      for i = 1, n do
+        local p = o + 4 * (i - 1)
+        if out[p + 1] == 1 then
+          out[p + 1], out[p + 2], out[p + 3], out[p + 4] = decide(specs + 5 * (i - 1), hs[i], 0)
+        end
+        if mode == 1 then out[o + 4 * n + i] = 0 end
+      end
     end
   end
-else
-  -- Refused: nothing was consumed, so a limit that would have admitted reports its
-  -- state as it is (decided again at cost 0), not as if this request had been counted.
-  for i = 1, n do
-    local o = 4 * (i - 1)
-    if out[o + 1] == 1 then
-      local allowed, remaining, reset_after, retry_after = decide(i, fields[i], 0)
-      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, remaining, reset_after, retry_after
-    end
-  end
+  k = k + n
 end
 
 return out
