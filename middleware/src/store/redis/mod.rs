@@ -565,38 +565,51 @@ impl RedisStore {
         L: IntoIterator<Item = (K, &'s LimitSpec)>,
         K: redis::ToRedisArgs,
     {
-        let requests: Vec<_> = requests.into_iter().collect();
         let mut invocation = self.script.prepare_invoke();
+        // The distinct limits of the batch (usually one or a few), sent once; each
+        // request names them by number. Per request: its number of limits, cost, mode
+        // and those numbers, to send after the limits.
+        let mut specs: Vec<&LimitSpec> = Vec::new();
+        let mut bodies: Vec<(u64, Mode<'_>, Vec<usize>)> = Vec::new();
+        for (limits, cost, mode) in requests {
+            let mut numbers = Vec::new();
+            for (key, spec) in limits {
+                invocation.key(key);
+                let number = match specs.iter().position(|s| *s == spec) {
+                    Some(i) => i + 1,
+                    None => {
+                        specs.push(spec);
+                        specs.len()
+                    }
+                };
+                numbers.push(number);
+            }
+            bodies.push((cost, mode, numbers));
+        }
         let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         invocation
             .arg(now.as_deref().unwrap_or(""))
             .arg(self.grace_ms)
-            .arg(requests.len());
-        // Per request: its number of limits and mode, to read the reply.
-        let mut shapes = Vec::with_capacity(requests.len());
-        let mut specs: Vec<&LimitSpec> = Vec::new();
-        for (limits, cost, mode) in requests {
-            specs.clear();
-            for (key, spec) in limits {
-                invocation.key(key);
-                specs.push(spec);
-            }
-            let n = specs.len();
+            .arg(specs.len());
+        for spec in &specs {
+            invocation
+                .arg(spec.algorithm().code())
+                .arg(spec.quota())
+                .arg(spec.period_ms())
+                .arg(spec.burst())
+                .arg(spec.interval_us());
+        }
+        invocation.arg(bodies.len());
+        let mut shapes = Vec::with_capacity(bodies.len());
+        for (cost, mode, numbers) in bodies {
+            let n = numbers.len();
             let code = match mode {
                 Mode::Plain => 0,
                 Mode::Charge => 1,
                 Mode::Probe => 2,
                 Mode::Refund(_) => 3,
             };
-            invocation.arg(n).arg(cost).arg(code);
-            for spec in &specs {
-                invocation
-                    .arg(spec.algorithm().code())
-                    .arg(spec.quota())
-                    .arg(spec.period_ms())
-                    .arg(spec.burst())
-                    .arg(spec.interval_us());
-            }
+            invocation.arg(n).arg(cost).arg(code).arg(&numbers);
             if let Mode::Refund(marks) = mode {
                 if marks.len() != n {
                     return Err(StoreError::protocol(format!(
