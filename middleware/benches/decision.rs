@@ -237,9 +237,8 @@ impl Outcome {
     }
 }
 
-type Op = Arc<
-    dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'static>> + Send + Sync,
->;
+type Op =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'static>> + Send + Sync>;
 
 /// `callers` tasks each deciding in a loop (sequential awaits) until `secs` pass.
 async fn timed(callers: usize, secs: f64, op: &Op) -> Outcome {
@@ -322,14 +321,11 @@ struct Case {
 
 /// A `RedisStore` case: `limits` limits per request, each request on the hot key or, when
 /// `spread` is set, on one of 100 000 keys drawn per decision.
-fn store_case(
-    label: &'static str,
-    store: &RedisStore,
-    limits: usize,
-    spread: bool,
-) -> Case {
+fn store_case(label: &'static str, store: &RedisStore, limits: usize, spread: bool) -> Case {
     let spec = gcra_spec();
-    let hot: Arc<[Check]> = (0..limits).map(|i| Check::new(hot_key(limits, i), spec)).collect();
+    let hot: Arc<[Check]> = (0..limits)
+        .map(|i| Check::new(hot_key(limits, i), spec))
+        .collect();
     let store = store.clone();
     let next = Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15));
     let op: Op = Arc::new(move || {
@@ -431,8 +427,14 @@ fn redis_section(url: &str) {
             (store_case("tollgate", &batched, 1, false), vec![1, 64]),
             (store_case("batched-100k-keys", &batched, 1, true), vec![64]),
             (v1_case("v1-script-8-limits", &raw, 8).await, vec![1, 64]),
-            (store_case("unbatched-8-limits", &unbatched, 8, false), vec![1, 64]),
-            (store_case("batched-8-limits", &batched, 8, false), vec![1, 64]),
+            (
+                store_case("unbatched-8-limits", &unbatched, 8, false),
+                vec![1, 64],
+            ),
+            (
+                store_case("batched-8-limits", &batched, 8, false),
+                vec![1, 64],
+            ),
         ];
         // Warm-up: connections, script cache, allocator, CPU frequency.
         for (case, _) in &cases {

@@ -121,9 +121,7 @@ async fn a_batch_mixing_admitted_and_refused_requests_keeps_each_all_or_nothing(
         })
         .collect();
     let answers = concurrently(&store, requests).await;
-    let admitted: Vec<usize> = (0..60)
-        .filter(|&i| answers[i].iter().all(|&x| x))
-        .collect();
+    let admitted: Vec<usize> = (0..60).filter(|&i| answers[i].iter().all(|&x| x)).collect();
     assert_eq!(admitted.len(), 15, "the global limit admits exactly 15");
     let mut users_admitted = [0; 20];
     for &i in &admitted {
@@ -141,19 +139,19 @@ async fn a_batch_mixing_admitted_and_refused_requests_keeps_each_all_or_nothing(
             .check(&[check(&format!("{{u{user}}}:user"), "1/h")], 1)
             .await
             .expect("decided");
-        assert!(alone[0].allowed, "user {user} was charged by a refused request");
+        assert!(
+            alone[0].allowed,
+            "user {user} was charged by a refused request"
+        );
     }
-    let full = store
-        .check(&[global("15/h")], 0)
-        .await
-        .expect("decided");
+    let full = store.check(&[global("15/h")], 0).await.expect("decided");
     assert_eq!(full[0].remaining, 0);
-    let wider = store
-        .check(&[global("100/h")], 0)
-        .await
-        .expect("decided");
+    let wider = store.check(&[global("100/h")], 0).await.expect("decided");
     // The same counter under a wider limit reports what is stored: 15 units used.
-    assert_eq!(wider[0].remaining, 85, "global counted exactly the admissions");
+    assert_eq!(
+        wider[0].remaining, 85,
+        "global counted exactly the admissions"
+    );
 }
 
 /// The global limit of the mixing test: a fixed window, whose stored count can be read
@@ -190,7 +188,11 @@ async fn foreign_and_old_format_values_never_fail_a_decision() {
         for c in [&hashed, &garbage, &old] {
             let first = store.check(std::slice::from_ref(c), 1).await;
             let first = first.unwrap_or_else(|e| panic!("{}: {e}", c.key));
-            assert!(first[0].allowed, "{}: no state reads as a fresh limit", c.key);
+            assert!(
+                first[0].allowed,
+                "{}: no state reads as a fresh limit",
+                c.key
+            );
             let second = store.check(std::slice::from_ref(c), 1).await.expect("ok");
             assert!(!second[0].allowed, "{}: the new state is enforced", c.key);
         }
@@ -249,8 +251,14 @@ async fn batching_recovers_after_a_redis_restart() {
     }
     server.cli(&["CONFIG", "RESETSTAT"]).expect("reset");
     let after = concurrently(&store, requests("c")).await;
-    assert!(after.iter().all(|a| a[0]), "every request decided and admitted");
-    assert!(evalsha_calls(&server) < 50, "still batched after the restart");
+    assert!(
+        after.iter().all(|a| a[0]),
+        "every request decided and admitted"
+    );
+    assert!(
+        evalsha_calls(&server) < 50,
+        "still batched after the restart"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

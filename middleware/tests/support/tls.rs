@@ -22,9 +22,8 @@ pub const MINIMAL_ACL: &[&str] = &[
     "+evalsha",
     "+script|load",
     "+time",
-    "+hmget",
-    "+hset",
-    "+pexpire",
+    "+mget",
+    "+set",
     "+ping",
 ];
 

@@ -6,15 +6,14 @@
 //!
 //! # No window, no timer
 //!
-//! One driver task per store sends the calls, one at a time. A decision queues itself
-//! and the driver takes everything that is queued when it is free, up to
+//! The store counts its script calls in flight. A decision that finds none sends its
+//! own call at once, from its own task: an unloaded request pays nothing for batching,
+//! not even a hand-over to another task. A decision that finds a call in flight queues
+//! itself instead; one driver task per store takes everything queued, up to
 //! [`batch_max`](super::RedisStoreBuilder::batch_max) requests (and at most
-//! [`MAX_KEYS`] keys), as one call. So:
-//!
-//! - an unloaded request (nothing in flight) is sent at once: it waits for no tick and
-//!   no timer, only for one hand-over to the driver task and back;
-//! - under load, requests that arrive while a call is in flight are sent together as
-//!   the next call, so the batch grows with the load and Redis CPU per decision falls.
+//! [`MAX_KEYS`] keys), as one call, and again as long as requests keep queueing. So
+//! under load the batch grows with the load and Redis CPU per decision falls, and no
+//! request ever waits for a timer: at most for the call in flight ahead of it.
 //!
 //! # Failures and timeouts
 //!
@@ -29,7 +28,8 @@
 //! if that runtime went away (a test's runtime, a reload): the store itself needs no
 //! runtime to be built.
 
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -55,6 +55,25 @@ struct Queued {
 pub(super) struct Batcher {
     max: usize,
     tx: Mutex<Option<mpsc::UnboundedSender<Queued>>>,
+    /// Script calls in flight, direct or batched (see the module docs).
+    in_flight: Arc<AtomicUsize>,
+}
+
+/// Counts one call in flight until dropped: also when the caller's future is dropped
+/// mid-call (the limiter's timeout), so the count never leaks.
+struct InFlight(Arc<AtomicUsize>);
+
+impl InFlight {
+    fn enter(count: &Arc<AtomicUsize>) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        InFlight(Arc::clone(count))
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 impl Batcher {
@@ -62,6 +81,7 @@ impl Batcher {
         Batcher {
             max,
             tx: Mutex::new(None),
+            in_flight: Arc::new(AtomicUsize::new(0)),
         }
     }
 
@@ -72,6 +92,15 @@ impl Batcher {
         checks: &[Check],
         cost: u64,
     ) -> Result<Vec<Verdict>, StoreError> {
+        // Nothing in flight: this call is the only one, send it now from this task.
+        if self
+            .in_flight
+            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+        {
+            let _in_flight = InFlight(Arc::clone(&self.in_flight));
+            return store.eval_plain(checks, cost).await;
+        }
         let (reply, answer) = oneshot::channel();
         let queued = Queued {
             keys: checks.iter().map(|c| store.redis_key(c)).collect(),
@@ -93,7 +122,10 @@ impl Batcher {
 
     /// The driver's queue, spawning the driver when there is none or it has stopped.
     fn sender(&self, store: &RedisStore) -> Option<mpsc::UnboundedSender<Queued>> {
-        let mut tx = self.tx.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut tx = self
+            .tx
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Some(tx) = tx.as_ref().filter(|tx| !tx.is_closed()) {
             return Some(tx.clone());
         }
@@ -105,7 +137,7 @@ impl Batcher {
             batch: None,
             ..store.clone()
         };
-        runtime.spawn(drive(unbatched, rx, self.max));
+        runtime.spawn(drive(unbatched, rx, self.max, Arc::clone(&self.in_flight)));
         *tx = Some(sender.clone());
         Some(sender)
     }
@@ -120,7 +152,12 @@ fn stopped() -> StoreError {
 }
 
 /// The driver: one call at a time, each taking what queued while the last was in flight.
-async fn drive(store: RedisStore, mut rx: mpsc::UnboundedReceiver<Queued>, max: usize) {
+async fn drive(
+    store: RedisStore,
+    mut rx: mpsc::UnboundedReceiver<Queued>,
+    max: usize,
+    in_flight: Arc<AtomicUsize>,
+) {
     let mut batch: Vec<Queued> = Vec::with_capacity(max);
     let mut carried: Option<Queued> = None;
     loop {
@@ -161,6 +198,7 @@ async fn drive(store: RedisStore, mut rx: mpsc::UnboundedReceiver<Queued>, max: 
                 continue;
             }
         };
+        let _in_flight = InFlight::enter(&in_flight);
         match store.send(call).await {
             Ok(answers) => {
                 for (q, (verdicts, _)) in batch.drain(..).zip(answers) {

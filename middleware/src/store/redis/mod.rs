@@ -1,13 +1,21 @@
 //! [`RedisStore`]: rate-limit state shared by every node through one Redis.
 //!
-//! # One round trip per decision
+//! # One round trip per decision, one script call per batch
 //!
-//! Every decision is one `EVALSHA` of `decide.lua`, which reads the state of every
-//! limit of the request, decides them all with the same arithmetic as
+//! Every decision is decided by one `EVALSHA` of `decide.lua`, which reads the state of
+//! every limit of the request, decides them all with the same arithmetic as
 //! [`crate::algorithm`], and writes back only if all of them admit. Redis runs a script
 //! atomically, so concurrent nodes can never both spend the last unit. If the script
 //! cache was flushed (a restart, `SCRIPT FLUSH`), redis-rs sees `NOSCRIPT`, loads the
 //! script and retries once by itself.
+//!
+//! Redis CPU, not the network, is what a shared Redis runs out of, and most of a
+//! decision's Redis CPU is the script call and each `redis.call` inside it. So one call
+//! decides a whole *batch* of independent requests (each still all or nothing across its
+//! own limits) with one `TIME`, one `MGET` for every key, and one `SET … PX` per key
+//! written. Decisions that arrive while a call is in flight are sent together as the next
+//! call ([`RedisStoreBuilder::batch_max`], `batch.rs`): there is no batching window, so an
+//! unloaded request waits for no timer.
 //!
 //! # The clock
 //!
@@ -17,10 +25,26 @@
 //!
 //! # Keys
 //!
-//! State for a check lives under `<prefix>:<check key>`; the limiter builds check keys
-//! as `{<policy>:<key>}:<limit>`, so all limits of one policy and key share a Redis
-//! Cluster hash slot. Every write sets a TTL: a key vanishes once idle long enough that
-//! its state no longer matters, plus a small grace.
+//! State for a check lives under `<prefix>:<check key>:v2`; the limiter builds check
+//! keys as `{<policy>:<key>}:<limit>`, so all limits of one policy and key share a Redis
+//! Cluster hash slot. Each is one string (`SET … PX`: the value and its TTL in one
+//! command): the GCRA theoretical arrival time, or `start:current:previous` for the
+//! windows. Every write sets a TTL: a key vanishes once idle long enough that its state
+//! no longer matters, plus a small grace.
+//!
+//! ## Upgrading from the hash format
+//!
+//! Versions before this one kept a hash per limit under `<prefix>:<check key>` (no
+//! suffix). The `:v2` suffix keeps the two formats apart, so old and new nodes can share
+//! one Redis during a rolling upgrade without either failing on the other's keys (an old
+//! node's `HMGET` would fail with `WRONGTYPE` on a string). The price, while both
+//! versions run: each keeps its own count, so a client whose requests are spread over
+//! old and new nodes can get up to the limit from each (at most twice the limit), and
+//! the new nodes start from empty state (a full burst per key once). The old keys expire
+//! by their TTL. Grant the ACL user both command sets below until the last old node is
+//! gone. A value the script cannot read (a hash, a foreign string) at a `:v2` key reads
+//! as no state and is replaced: `MGET` answers nil for another type, so no key can make
+//! a decision fail with `WRONGTYPE`.
 //!
 //! # Failing fast
 //!
@@ -37,7 +61,9 @@
 //! # Past one Redis
 //!
 //! - [`RedisStore::cluster`] (feature `redis-cluster`): a Redis Cluster through
-//!   redis-rs' cluster client. Limits that share a hash tag are decided by one script
+//!   redis-rs' cluster client, unbatched (one script may only touch keys of one slot, and
+//!   grouping concurrent decisions by slot is left for later: each decision is its own
+//!   call, as before). Limits that share a hash tag are decided by one script
 //!   on the primary that owns the slot; a policy whose limits span slots is decided slot
 //!   by slot with refunds (`spanning.rs`), never admitting more than any limit allows.
 //!   The store reports itself [partitioned](Store::is_partitioned): the limiter keeps no
@@ -63,12 +89,13 @@
 //!
 //! ```text
 //! ACL SETUSER tollgate on >PASSWORD resetkeys ~<prefix>:* resetchannels -@all
-//!     +evalsha +script|load +time +hmget +hset +pexpire +ping
+//!     +evalsha +script|load +time +mget +set +ping
 //! ```
 //!
 //! `EVALSHA` runs `decide.lua` (`SCRIPT LOAD` when Redis lost it), which calls `TIME`,
-//! `HMGET`, `HSET` and `PEXPIRE` on its keys — commands a script calls are checked
-//! against the user's ACL too; readiness probes send `PING`. `AUTH` needs no
+//! `MGET` and `SET` on its keys — commands a script calls are checked against the user's
+//! ACL too; readiness probes send `PING`. (Versions before the `:v2` keys needed
+//! `+hmget +hset +pexpire` instead; see the upgrade note above.) `AUTH` needs no
 //! permission, `SELECT` is sent only for a non-zero database in the URL (add `+select`
 //! then), and the store does not send redis-rs' `CLIENT SETINFO` (Redis 7.2+ would check
 //! it against the ACL too).
