@@ -86,14 +86,14 @@ async fn concurrent_requests_batched_into_few_calls_never_over_admit() {
         })
         .collect();
     let answers = concurrently(&store, requests).await;
-    for k in 0..3 {
+    for (k, algorithm) in algorithms.iter().enumerate() {
         let admitted = answers
             .iter()
             .skip(k)
             .step_by(3)
             .filter(|a| a.iter().all(|&x| x))
             .count();
-        assert_eq!(admitted, 100, "{}: exactly the limit", algorithms[k]);
+        assert_eq!(admitted, 100, "{algorithm}: exactly the limit");
     }
     let calls = evalsha_calls(&server);
     assert!(
