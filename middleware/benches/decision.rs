@@ -11,15 +11,19 @@
 //!    `memory/sliding_window`, `memory/1000_keys`, `memory/two_limits`,
 //!    `memory/threads/{1,2,2_private_stores}` and `limiter/memory_end_to_end`.
 //! 2. When `TOLLGATE_BENCH_REDIS_URL` is set (and the criterion filter, if any, contains
-//!    `redis`), a plain timed section measuring `RedisStore` decisions/s with 1 caller
-//!    and with 64 concurrent callers. It prints machine-readable lines
-//!    `TOLLGATE_REDIS <label> c=<n> round=<r> ops=<count> secs=<s> per_sec=<rate> errors=<e>`
-//!    that `redis-ceiling.sh` puts next to `redis-benchmark` running the same script.
+//!    `redis`), a plain timed section measuring Redis decisions with 1 caller and with 64
+//!    concurrent callers: the previous script (`decide_v1.lua`, the "before"), the store
+//!    unbatched (`batch_max(1)`) and batched (the default), with 1 and 8 limits per
+//!    request. Before each measurement it resets Redis' statistics and after it reads
+//!    `INFO commandstats`, so each line carries the Redis CPU per decision. It prints
+//!    machine-readable lines `TOLLGATE_REDIS <label> c=<n> round=<r> ops=<count> secs=<s>
+//!    per_sec=<rate> errors=<e> p50_us=… p99_us=… calls=… decisions_per_call=…
+//!    redis_us_per_call=… redis_us_per_decision=… redis_us_per_limit=…` that
+//!    `redis-ceiling.sh` puts next to `redis-benchmark`.
 //!
 //! Redis section knobs (all optional): `TOLLGATE_BENCH_REDIS_SECS` (seconds per
 //! measurement, 1..=5, default 3), `TOLLGATE_BENCH_REDIS_ROUNDS` (default 2),
-//! `TOLLGATE_BENCH_REDIS_RAW=1` (also time the same EVALSHA through plain redis-rs, to
-//! separate client cost from tollgate's), `TOLLGATE_BENCH_REDIS_FIRST_ROUND` (label only).
+//! `TOLLGATE_BENCH_REDIS_FIRST_ROUND` (label only).
 //!
 //! Every limit here is so generous that it never denies, so each decision takes the
 //! admit-and-write path (the expensive one), in memory and in Redis alike.
@@ -200,11 +204,12 @@ fn limiter(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------------------
-// Redis: decisions/s, 1 caller and 64 concurrent callers.
+// Redis: decisions/s, latency at one caller, and Redis CPU per decision.
 // ---------------------------------------------------------------------------------------
 
 /// The key and limit `redis-ceiling.sh` hands to `redis-benchmark`: the store's prefix
-/// `tollgate` + this check key = `tollgate:{bench:k}:p`, GCRA 10^9 per 86 400 000 ms.
+/// `tollgate` + this check key + the format version = `tollgate:{bench:k}:p:v2`, GCRA
+/// 10^9 per 86 400 000 ms.
 const REDIS_CHECK_KEY: &str = "{bench:k}:p";
 
 fn env_u64(name: &str, default: u64) -> u64 {
@@ -218,14 +223,25 @@ struct Outcome {
     ops: u64,
     errors: u64,
     secs: f64,
+    /// Per-decision latency, nanoseconds, sorted.
+    latencies: Vec<u64>,
 }
 
+impl Outcome {
+    fn percentile_us(&self, p: f64) -> f64 {
+        if self.latencies.is_empty() {
+            return f64::NAN;
+        }
+        let i = ((self.latencies.len() - 1) as f64 * p).round() as usize;
+        self.latencies[i] as f64 / 1000.0
+    }
+}
+
+type Op =
+    Arc<dyn Fn() -> std::pin::Pin<Box<dyn Future<Output = bool> + Send + 'static>> + Send + Sync>;
+
 /// `callers` tasks each deciding in a loop (sequential awaits) until `secs` pass.
-async fn timed<F, Fut>(callers: usize, secs: f64, op: F) -> Outcome
-where
-    F: Fn() -> Fut + Clone + Send + 'static,
-    Fut: std::future::Future<Output = bool> + Send,
-{
+async fn timed(callers: usize, secs: f64, op: &Op) -> Outcome {
     let ops = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -235,123 +251,226 @@ where
             let (op, ops, errors) = (op.clone(), ops.clone(), errors.clone());
             tokio::spawn(async move {
                 let (mut ok, mut bad) = (0u64, 0u64);
-                while Instant::now() < deadline {
+                let mut latencies = Vec::with_capacity(1 << 16);
+                loop {
+                    let t = Instant::now();
+                    if t >= deadline {
+                        break;
+                    }
                     if op().await {
                         ok += 1;
                     } else {
                         bad += 1;
                     }
+                    latencies.push(t.elapsed().as_nanos() as u64);
                 }
                 ops.fetch_add(ok, Ordering::Relaxed);
                 errors.fetch_add(bad, Ordering::Relaxed);
+                latencies
             })
         })
         .collect();
+    let mut latencies = Vec::new();
     for t in tasks {
-        t.await.expect("caller task");
+        latencies.extend(t.await.expect("caller task"));
     }
+    latencies.sort_unstable();
     Outcome {
         ops: ops.load(Ordering::Relaxed),
         errors: errors.load(Ordering::Relaxed),
         secs: started.elapsed().as_secs_f64(),
+        latencies,
     }
 }
 
-fn report(label: &str, callers: usize, round: u64, o: &Outcome) -> f64 {
-    let rate = o.ops as f64 / o.secs;
-    println!(
-        "TOLLGATE_REDIS {label} c={callers} round={round} ops={} secs={:.3} per_sec={rate:.0} errors={}",
-        o.ops, o.secs, o.errors
-    );
-    rate
+/// `(calls, usec)` of `EVALSHA` from `INFO commandstats`.
+async fn evalsha_stats(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64) {
+    let info: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(conn)
+        .await
+        .expect("INFO");
+    let line = info
+        .lines()
+        .find_map(|l| l.strip_prefix("cmdstat_evalsha:"))
+        .unwrap_or("");
+    let field = |name: &str| {
+        line.split(',')
+            .find_map(|f| f.strip_prefix(name))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    (field("calls="), field("usec="))
+}
+
+/// Limit `i`'s key of a hot-key case: the very key redis-benchmark uses when alone.
+fn hot_key(limits: usize, i: usize) -> String {
+    if limits == 1 {
+        REDIS_CHECK_KEY.to_owned()
+    } else {
+        format!("{REDIS_CHECK_KEY}{i}")
+    }
+}
+
+/// One measured case: how it decides, and how many limits each decision checks.
+struct Case {
+    label: &'static str,
+    limits: usize,
+    op: Op,
+}
+
+/// A `RedisStore` case: `limits` limits per request, each request on the hot key or, when
+/// `spread` is set, on one of 100 000 keys drawn per decision.
+fn store_case(label: &'static str, store: &RedisStore, limits: usize, spread: bool) -> Case {
+    let spec = gcra_spec();
+    let hot: Arc<[Check]> = (0..limits)
+        .map(|i| Check::new(hot_key(limits, i), spec))
+        .collect();
+    let store = store.clone();
+    let next = Arc::new(AtomicU64::new(0x9e37_79b9_7f4a_7c15));
+    let op: Op = Arc::new(move || {
+        let (store, hot) = (store.clone(), hot.clone());
+        let seed = next.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed);
+        Box::pin(async move {
+            let checks: Arc<[Check]> = if spread {
+                // splitmix64 of a counter: a cheap, well-spread key index.
+                let mut z = seed;
+                z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                let k = (z ^ (z >> 31)) % 100_000;
+                (0..limits)
+                    .map(|i| Check::new(format!("{{bench:{k}}}:p{i}"), spec))
+                    .collect()
+            } else {
+                hot
+            };
+            matches!(store.check(&checks, 1).await, Ok(v) if v.iter().all(|v| v.allowed))
+        })
+    });
+    Case { label, limits, op }
+}
+
+/// The script before this version (`benches/decide_v1.lua`: a hash per limit, `HMGET` +
+/// `HSET` + `PEXPIRE` and a `TIME` per call), sent through a plain redis-rs multiplexed
+/// connection as the old `RedisStore` sent it: the "before" of issue 16, aim 2.
+async fn v1_case(
+    label: &'static str,
+    conn: &redis::aio::MultiplexedConnection,
+    limits: usize,
+) -> Case {
+    let sha: String = redis::cmd("SCRIPT")
+        .arg("LOAD")
+        .arg(include_str!("decide_v1.lua"))
+        .query_async(&mut conn.clone())
+        .await
+        .expect("script load");
+    let spec = gcra_spec();
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(sha).arg(limits);
+    for i in 0..limits {
+        cmd.arg(format!("tollgate:{}", hot_key(limits, i)));
+    }
+    cmd.arg("").arg(1).arg(1000);
+    for _ in 0..limits {
+        cmd.arg(0) // algorithm code: GCRA
+            .arg(spec.quota())
+            .arg(spec.period_ms())
+            .arg(spec.burst())
+            .arg(spec.interval_us());
+    }
+    let (cmd, conn) = (Arc::new(cmd), conn.clone());
+    let op: Op = Arc::new(move || {
+        let (mut conn, cmd) = (conn.clone(), cmd.clone());
+        Box::pin(async move { cmd.query_async::<Vec<i64>>(&mut conn).await.is_ok() })
+    });
+    Case { label, limits, op }
 }
 
 fn redis_section(url: &str) {
     let secs = env_u64("TOLLGATE_BENCH_REDIS_SECS", 3).clamp(1, 5) as f64;
     let rounds = env_u64("TOLLGATE_BENCH_REDIS_ROUNDS", 2).clamp(1, 5);
-    let raw = std::env::var("TOLLGATE_BENCH_REDIS_RAW").is_ok_and(|v| v == "1");
     // The default multi-thread runtime: one worker per core (2 here).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("runtime");
     rt.block_on(async {
-        let store = RedisStore::builder(url)
-            // Generous: a shared 2-core machine must not turn queueing into errors.
-            .response_timeout(Duration::from_secs(2))
-            .build()
-            .expect("redis store");
-        let checks: Arc<[Check]> = Arc::from(vec![Check::new(REDIS_CHECK_KEY, gcra_spec())]);
-        let probe = store.check(&checks, 1).await.expect("redis reachable");
+        let build = |batch_max: usize| {
+            RedisStore::builder(url)
+                // Generous: a shared 2-core machine must not turn queueing into errors.
+                .response_timeout(Duration::from_secs(2))
+                .batch_max(batch_max)
+                .build()
+                .expect("redis store")
+        };
+        let (unbatched, batched) = (build(1), build(64));
+        let probe = batched
+            .check(&[Check::new(REDIS_CHECK_KEY, gcra_spec())], 1)
+            .await
+            .expect("redis reachable");
         assert!(probe[0].allowed, "bench limit must never deny");
+        let client = redis::Client::open(url).expect("redis url");
+        let mut admin = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connect");
+        let raw = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("redis connect");
 
-        let tollgate_op = {
-            let (store, checks) = (store.clone(), checks.clone());
-            move || {
-                let (store, checks) = (store.clone(), checks.clone());
-                async move { matches!(store.check(&checks, 1).await, Ok(v) if v[0].allowed) }
-            }
-        };
-
-        // Diagnostic: the same EVALSHA through the same redis-rs multiplexed client,
-        // without tollgate (arguments prebuilt), to split client cost from tollgate cost.
-        let raw_op = if raw {
-            let client = redis::Client::open(url).expect("redis url");
-            let conn = client
-                .get_multiplexed_async_connection()
-                .await
-                .expect("redis connect");
-            let sha: String = redis::cmd("SCRIPT")
-                .arg("LOAD")
-                .arg(include_str!("../src/store/redis/decide.lua"))
-                .query_async(&mut conn.clone())
-                .await
-                .expect("script load");
-            let spec = gcra_spec();
-            let mut cmd = redis::cmd("EVALSHA");
-            cmd.arg(sha)
-                .arg(1)
-                .arg(format!("tollgate:{REDIS_CHECK_KEY}"))
-                .arg("")
-                .arg(1)
-                .arg(1000)
-                .arg(0) // algorithm code: GCRA
-                .arg(spec.quota())
-                .arg(spec.period_ms())
-                .arg(spec.burst())
-                .arg(spec.interval_us());
-            let cmd = Arc::new(cmd);
-            Some(move || {
-                let (mut conn, cmd) = (conn.clone(), cmd.clone());
-                async move { cmd.query_async::<Vec<i64>>(&mut conn).await.is_ok() }
-            })
-        } else {
-            None
-        };
-
+        // (case, caller counts). `tollgate` is the default store (batched), the one
+        // `redis-ceiling.sh` compares with redis-benchmark.
+        let cases = [
+            (v1_case("v1-script", &raw, 1).await, vec![1, 64]),
+            (store_case("unbatched", &unbatched, 1, false), vec![1, 64]),
+            (store_case("tollgate", &batched, 1, false), vec![1, 64]),
+            (store_case("batched-100k-keys", &batched, 1, true), vec![64]),
+            (v1_case("v1-script-8-limits", &raw, 8).await, vec![1, 64]),
+            (
+                store_case("unbatched-8-limits", &unbatched, 8, false),
+                vec![1, 64],
+            ),
+            (
+                store_case("batched-8-limits", &batched, 8, false),
+                vec![1, 64],
+            ),
+        ];
         // Warm-up: connections, script cache, allocator, CPU frequency.
-        let _ = timed(64, 1.0, tollgate_op.clone()).await;
-        let mut best = [0f64; 4];
+        for (case, _) in &cases {
+            let _ = timed(16, 0.3, &case.op).await;
+        }
         let first = env_u64("TOLLGATE_BENCH_REDIS_FIRST_ROUND", 1);
         for round in first..first + rounds {
-            for (i, callers) in [1usize, 64].into_iter().enumerate() {
-                let o = timed(callers, secs, tollgate_op.clone()).await;
-                best[i] = best[i].max(report("tollgate", callers, round, &o));
-                if let Some(op) = &raw_op {
-                    let o = timed(callers, secs, op.clone()).await;
-                    best[2 + i] = best[2 + i].max(report("redis-rs-raw", callers, round, &o));
+            for (case, callers) in &cases {
+                for &c in callers {
+                    redis::cmd("CONFIG")
+                        .arg("RESETSTAT")
+                        .query_async::<()>(&mut admin)
+                        .await
+                        .expect("CONFIG RESETSTAT");
+                    let o = timed(c, secs, &case.op).await;
+                    let (calls, usec) = evalsha_stats(&mut admin).await;
+                    let decisions = (o.ops + o.errors).max(1) as f64;
+                    println!(
+                        "TOLLGATE_REDIS {} c={c} round={round} ops={} secs={:.3} per_sec={:.0} \
+                         errors={} p50_us={:.1} p99_us={:.1} calls={calls} \
+                         decisions_per_call={:.2} redis_us_per_call={:.2} \
+                         redis_us_per_decision={:.2} redis_us_per_limit={:.2}",
+                        case.label,
+                        o.ops,
+                        o.secs,
+                        o.ops as f64 / o.secs,
+                        o.errors,
+                        o.percentile_us(0.5),
+                        o.percentile_us(0.99),
+                        decisions / calls.max(1) as f64,
+                        usec as f64 / calls.max(1) as f64,
+                        usec as f64 / decisions,
+                        usec as f64 / decisions / case.limits as f64,
+                    );
                 }
             }
-        }
-        println!(
-            "TOLLGATE_REDIS_BEST tollgate c=1 per_sec={:.0} c=64 per_sec={:.0}",
-            best[0], best[1]
-        );
-        if raw_op.is_some() {
-            println!(
-                "TOLLGATE_REDIS_BEST redis-rs-raw c=1 per_sec={:.0} c=64 per_sec={:.0}",
-                best[2], best[3]
-            );
         }
     });
 }

@@ -194,7 +194,7 @@ async fn keys_carry_a_ttl() {
     let server = RedisServer::start();
     let limiter = limiter(&server, FailureMode::Closed, "10/m", true);
     assert_eq!(timed(&limiter, "ttl-key").await.0, DecisionKind::Allowed);
-    let key = "tollgate:{per-key:ttl-key}:per-key";
+    let key = "tollgate:{per-key:ttl-key}:per-key:v2";
     let ttl: i64 = server
         .cli(&["PTTL", key])
         .and_then(|s| s.trim().parse().ok())

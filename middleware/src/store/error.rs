@@ -9,6 +9,7 @@
 
 use std::error::Error;
 use std::fmt;
+use std::sync::Arc;
 
 /// What kind of failure a [`StoreError`] is: what an operator alerts on.
 ///
@@ -146,6 +147,45 @@ impl StoreError {
     /// What went wrong, without the kind or the source.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// `n` copies of this error, for the callers one failure answers together (the
+    /// requests of one batched Redis call): the same kind, transience and message, and
+    /// the source shared between them.
+    #[cfg_attr(not(feature = "redis"), allow(dead_code))]
+    pub(crate) fn fan_out(self, n: usize) -> Vec<StoreError> {
+        let source: Option<Arc<dyn Error + Send + Sync>> = self.source.map(Arc::from);
+        (0..n)
+            .map(|_| StoreError {
+                kind: self.kind,
+                transient: self.transient,
+                message: self.message.clone(),
+                source: source
+                    .clone()
+                    .map(|s| Box::new(Shared(s)) as Box<dyn Error + Send + Sync>),
+            })
+            .collect()
+    }
+}
+
+/// A source shared by the copies [`StoreError::fan_out`] makes; reads as the original.
+struct Shared(Arc<dyn Error + Send + Sync>);
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.0, f)
+    }
+}
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl Error for Shared {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.0.source()
     }
 }
 

@@ -24,9 +24,8 @@ pub const MINIMAL_ACL: &[&str] = &[
     "+evalsha",
     "+script|load",
     "+time",
-    "+hmget",
-    "+hset",
-    "+pexpire",
+    "+mget",
+    "+set",
     "+ping",
 ];
 

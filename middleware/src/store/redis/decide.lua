@@ -1,26 +1,50 @@
--- Tollgate: decide every limit of one request atomically.
+-- Tollgate: decide a batch of independent requests, each atomically across its limits.
 --
--- A line-by-line transcription of src/algorithm/{gcra,fixed_window,sliding_window}.rs;
+-- A line-by-line transcription of src/algorithm/{gcra,fixed_window,sliding_window,refund}.rs;
 -- the conformance tests hold the two to identical answers. All arithmetic stays on
 -- integers below 2^53, where Lua's doubles are exact (see src/algorithm/mod.rs).
 --
--- KEYS[i]  the state of limit i: a hash with fields t (GCRA) or w, c, p (windows)
+-- Cost per call (what issue 16 measures as Redis CPU): one TIME for the whole batch, one
+-- MGET for every key of the batch, and one SET ... PX per limit that admits. Every
+-- redis.call crosses Lua -> Redis -> Lua with argument conversion, which is most of
+-- the cost of a decision; the arithmetic itself is cheap.
+--
+-- State: one string per limit, written with SET ... PX so the value and its time to live
+-- are one command:
+--   GCRA     "<tat>"                        theoretical arrival time, microseconds
+--   windows  "<start_ms>:<current>:<previous>"
+-- A value that does not parse (another algorithm's, a foreign value) reads as no state,
+-- as the Rust algorithms read a State of the other kind. MGET answers nil for a key that
+-- holds another type (a hash of the old format), so no key can make the script fail with
+-- WRONGTYPE: such a key reads as no state and the SET replaces it.
+--
+-- KEYS     the keys of request 1's limits, then request 2's, ...
 -- ARGV[1]  now in microseconds, or "" to use the Redis server's TIME (production)
--- ARGV[2]  cost of the request
--- ARGV[3]  extra milliseconds idle keys live past the point where they stop mattering
--- ARGV[4 + 5(i-1) ..] for limit i: algorithm (0 gcra, 1 fixed, 2 sliding), quota,
---          period_ms, burst, interval_us
+-- ARGV[2]  extra milliseconds idle keys live past the point where they stop mattering
+-- ARGV[3]  S, the number of distinct limits in the batch, then 5 values for each:
+--          algorithm (0 gcra, 1 fixed, 2 sliding), quota, period_ms, burst, interval_us
+-- then R, the number of requests, then per request:
+--   n, cost, mode                 mode 0 plain, 1 charge, 2 probe, 3 refund (below)
+--   n limit numbers (1..S)        which of the S limits each key is checked against
+--   n marks                       only in mode 3
+-- (Limits go once per batch, not once per request: Redis turns every argument into a
+-- Lua string before the script runs, and that is part of each call's cost.)
 --
--- ARGV[4 + 5n] (optional, n = #KEYS) a mode, for decisions that span Redis Cluster slots
---          (store/redis/spanning.rs; src/algorithm/refund.rs is the Rust twin of `refund`):
---            'charge'  as without a mode, and append one mark per limit (see refund.rs)
---            'probe'   decide, never write (another slot refused the request)
---            'refund'  ARGV[5 + 5n ..] one mark per limit: give back what the admission
---                      with that mark consumed, then report every limit at cost 0
+-- Modes, for decisions that span Redis Cluster slots (store/redis/spanning.rs) and for
+-- giving back units:
+--   0 plain   decide every limit; write all of them only if all admit
+--   1 charge  as plain, and append one mark per limit (0 when refused; see refund.rs)
+--   2 probe   decide, never write (another slot refused the request)
+--   3 refund  give back what the admission with that mark consumed, then report every
+--             limit at cost 0
 --
--- Returns 4 integers per limit: allowed (1/0), remaining, reset_after_us, retry_after_us.
--- State is written only when every limit admits the request; on a refusal every verdict
--- describes the state as it is.
+-- Returns per request, in order: 4 integers per limit (allowed 1/0, remaining,
+-- reset_after_us, retry_after_us), then in mode 1 one mark per limit. State is written
+-- only when every limit of the request admits it; on a refusal every verdict describes
+-- the state as it is. Requests are decided one after the other against the state the
+-- previous ones left, so two requests of one batch on the same key see each other. Each
+-- key is written once, at the end, with its last state: a hot key shared by a whole
+-- batch costs one SET, not one per request.
 
 local now, now_ms
 if ARGV[1] == '' then
@@ -31,8 +55,16 @@ else
   now = tonumber(ARGV[1])
   now_ms = math.floor(now / 1000)
 end
-local cost = tonumber(ARGV[2])
-local grace_ms = tonumber(ARGV[3])
+local grace_ms = tonumber(ARGV[2])
+
+-- The batch's distinct limits, parsed once: limit s is spec[5s - 4 .. 5s] (algorithm,
+-- quota, period_ms, burst, interval_us). One flat table, as every table a call creates
+-- costs Redis CPU on every call.
+local spec = {}
+local nspecs = tonumber(ARGV[3])
+for i = 1, 5 * nspecs do
+  spec[i] = tonumber(ARGV[3 + i])
+end
 
 local function clamp(v)
   if v < 0 then return 0 end
@@ -43,21 +75,32 @@ local function idiv(a, b)
   return math.floor(a / b)
 end
 
--- Decides limit i for a request of weight `cost` against its stored fields `h`.
--- Returns allowed, remaining, reset_after, retry_after and the write to make if the
--- request is committed (nil when nothing needs writing).
-local function decide(i, h, cost)
-  local base = 4 + 5 * (i - 1)
-  local algo = tonumber(ARGV[base])
-  local quota = tonumber(ARGV[base + 1])
-  local window_ms = tonumber(ARGV[base + 2])
-  local burst = tonumber(ARGV[base + 3])
-  local interval = tonumber(ARGV[base + 4])
-  local allowed, remaining, reset_after, retry_after, write
+-- The sliding window's reset_after for a current count `cur` (a function, not a closure
+-- made per decision).
+local function sliding_reset(cur, previous, start_ms, window_ms)
+  if cur > 0 then return (start_ms + 2 * window_ms) * 1000 - now end
+  if previous > 0 then return (start_ms + window_ms) * 1000 - now end
+  return 0
+end
+
+-- Decides limit s for a request of weight `cost` against the stored state read by
+-- `fields` (h1: the TAT; h2, h3, h4: window start, current, previous). Returns allowed,
+-- remaining, reset_after, retry_after and, when the request is committed, the state to
+-- store (w1, w2, w3: as h1 for GCRA, as h2..h4 for windows) and its time to live in
+-- microseconds; w1 is nil when nothing needs storing. Multiple values rather than a
+-- table: no allocation per decision.
+local function decide(s, h1, h2, h3, h4, cost)
+  local b = 5 * s - 4
+  local algo = spec[b]
+  local quota = spec[b + 1]
+  local window_ms = spec[b + 2]
+  local burst = spec[b + 3]
+  local interval = spec[b + 4]
+  local allowed, remaining, reset_after, retry_after, w1, w2, w3, wttl
 
   if algo == 0 then
     local capacity = burst * interval
-    local tat = tonumber(h[1])
+    local tat = h1
     if tat == nil or tat <= now then tat = now end
     if cost > burst then
       allowed, remaining, reset_after, retry_after =
@@ -71,17 +114,17 @@ local function decide(i, h, cost)
       else
         allowed, remaining, reset_after, retry_after =
           1, clamp(idiv(capacity - (new_tat - now), interval)), new_tat - now, 0
-        write = { 't', new_tat, ttl = new_tat - now }
+        w1, wttl = new_tat, new_tat - now
       end
     end
   else
     local start_ms = now_ms - (now_ms % window_ms)
-    local stored = tonumber(h[2])
+    local stored = h2
     local current, previous = 0, 0
     if stored == start_ms then
-      current, previous = tonumber(h[3]) or 0, tonumber(h[4]) or 0
+      current, previous = h3 or 0, h4 or 0
     elseif stored == start_ms - window_ms then
-      previous = tonumber(h[3]) or 0
+      previous = h3 or 0
     end
 
     if algo == 1 then
@@ -96,20 +139,15 @@ local function decide(i, h, cost)
         current = current + cost
         if current > 0 then reset = window_end end
         allowed, remaining, reset_after, retry_after = 1, clamp(quota - current), reset, 0
-        write = { 'w', start_ms, 'c', current, 'p', 0, ttl = window_end }
+        w1, w2, w3, wttl = start_ms, current, 0, window_end
       end
     else
       local elapsed_ms = now_ms - start_ms
       local used = previous * (window_ms - elapsed_ms) + current * window_ms
       local capacity = quota * window_ms
-      local function reset_for(cur)
-        if cur > 0 then return (start_ms + 2 * window_ms) * 1000 - now end
-        if previous > 0 then return (start_ms + window_ms) * 1000 - now end
-        return 0
-      end
       if cost > quota then
         allowed, remaining, reset_after, retry_after =
-          0, clamp(idiv(capacity - used, window_ms)), reset_for(current), window_ms * 1000
+          0, clamp(idiv(capacity - used, window_ms)), sliding_reset(current, previous, start_ms, window_ms), window_ms * 1000
       elseif used + cost * window_ms > capacity then
         local retry_at_ms
         if current + cost <= quota then
@@ -122,31 +160,31 @@ local function decide(i, h, cost)
           retry_at_ms = start_ms + window_ms + wait
         end
         allowed, remaining, reset_after, retry_after =
-          0, clamp(idiv(capacity - used, window_ms)), reset_for(current), retry_at_ms * 1000 - now
+          0, clamp(idiv(capacity - used, window_ms)), sliding_reset(current, previous, start_ms, window_ms), retry_at_ms * 1000 - now
       else
         current = current + cost
         used = used + cost * window_ms
         allowed, remaining, reset_after, retry_after =
-          1, clamp(idiv(capacity - used, window_ms)), reset_for(current), 0
-        write = { 'w', start_ms, 'c', current, 'p', previous,
-                  ttl = (start_ms + 2 * window_ms) * 1000 - now }
+          1, clamp(idiv(capacity - used, window_ms)), sliding_reset(current, previous, start_ms, window_ms), 0
+        w1, w2, w3, wttl = start_ms, current, previous, (start_ms + 2 * window_ms) * 1000 - now
       end
     end
   end
 
-  return allowed, remaining, reset_after, retry_after, write
+  return allowed, remaining, reset_after, retry_after, w1, w2, w3, wttl
 end
 
--- Gives back `cost` of limit i, charged by an admission that left `mark`, against its
--- stored fields `h` (src/algorithm/refund.rs). Returns the write to make, or nil.
-local function refund(i, h, mark)
+-- Gives back `cost` of limit s, charged by an admission that left `mark`, against the
+-- stored state (as `decide` takes it; src/algorithm/refund.rs). Returns the state to
+-- store and its time to live as `decide` does, or nil.
+local function refund(s, h1, h2, h3, h4, mark, cost)
   if cost == 0 then return nil end
-  local base = 4 + 5 * (i - 1)
-  local algo = tonumber(ARGV[base])
-  local window_ms = tonumber(ARGV[base + 2])
-  local interval = tonumber(ARGV[base + 4])
+  local b = 5 * s - 4
+  local algo = spec[b]
+  local window_ms = spec[b + 2]
+  local interval = spec[b + 4]
   if algo == 0 then
-    local tat = tonumber(h[1])
+    local tat = h1
     if tat == nil or tat <= now then return nil end
     local give = cost * interval
     local kept = now - (mark - give)
@@ -155,11 +193,11 @@ local function refund(i, h, mark)
     local back = give - kept
     if back == 0 then return nil end
     tat = tat - back
-    return { 't', tat, ttl = clamp(tat - now) }
+    return tat, nil, nil, clamp(tat - now)
   end
-  local stored = tonumber(h[2])
+  local stored = h2
   if stored == nil then return nil end
-  local current, previous = tonumber(h[3]) or 0, tonumber(h[4]) or 0
+  local current, previous = h3 or 0, h4 or 0
   if stored == mark then
     current = clamp(current - cost)
   elseif algo == 2 and stored == mark + window_ms then
@@ -169,63 +207,130 @@ local function refund(i, h, mark)
   end
   local ends_ms = stored + window_ms
   if algo == 2 then ends_ms = stored + 2 * window_ms end
-  return { 'w', stored, 'c', current, 'p', previous, ttl = clamp(ends_ms * 1000 - now) }
+  return stored, current, previous, clamp(ends_ms * 1000 - now)
 end
 
-local function write(key, w)
-  redis.call('HSET', key, unpack(w))
-  redis.call('PEXPIRE', key, math.floor((w.ttl + 999) / 1000) + grace_ms)
-end
-
-local n = #KEYS
-local mode = ARGV[4 + 5 * n]
-
-if mode == 'refund' then
-  local out = {}
-  for i = 1, n do
-    local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
-    local w = refund(i, h, tonumber(ARGV[4 + 5 * n + i]))
-    if w then
-      write(KEYS[i], w)
-      h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
-    end
-    local o = 4 * (i - 1)
-    out[o + 1], out[o + 2], out[o + 3], out[o + 4] = decide(i, h, 0)
+-- The value of every key as the batch goes: read once with MGET (in chunks, as unpack
+-- is bounded by Lua's stack), then updated by every write, so a later request on the
+-- same key sees it without another read.
+local state = {}
+local nkeys = #KEYS
+local chunk = 4000
+for first = 1, nkeys, chunk do
+  local last = math.min(first + chunk - 1, nkeys)
+  local values = redis.call('MGET', unpack(KEYS, first, last))
+  for i = first, last do
+    state[KEYS[i]] = values[i - first + 1]
   end
-  return out
 end
 
-local out, fields, writes, all = {}, {}, {}, true
-
-for i = 1, n do
-  local h = redis.call('HMGET', KEYS[i], 't', 'w', 'c', 'p')
-  local allowed, remaining, reset_after, retry_after, w = decide(i, h, cost)
-  fields[i] = h
-  if allowed == 0 then all = false end
-  writes[i] = w
-  local o = 4 * (i - 1)
-  out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, remaining, reset_after, retry_after
+-- The state of `key` as limit s reads it: the TAT for GCRA; start, current and previous
+-- for the windows; nils for no state. A value of another algorithm or a foreign value
+-- reads as no state, as the Rust algorithms read a State of the other kind.
+local function fields(s, key)
+  local v = state[key]
+  if spec[5 * s - 4] == 0 then
+    return tonumber(v)
+  end
+  if type(v) ~= 'string' then return nil end
+  local st, c, p = string.match(v, '^(%-?%d+):(%-?%d+):(%-?%d+)$')
+  if st then return nil, tonumber(st), tonumber(c), tonumber(p) end
+  return nil
 end
 
-if all and mode ~= 'probe' then
-  for i = 1, n do
-    local w = writes[i]
-    if w then write(KEYS[i], w) end
-    if mode == 'charge' then
-      -- The mark: the TAT or the window start the admission stored.
-      out[4 * n + i] = (w and w[2]) or 0
+-- Writes wait until every request is decided: each key is written once, with its last
+-- state and that state's time to live.
+local dirty, dirty_ms, ndirty = {}, {}, 0
+
+local function write(key, w1, w2, w3, wttl)
+  if w2 then
+    -- %d, not tostring: tostring rounds to 14 digits.
+    state[key] = string.format('%d:%d:%d', w1, w2, w3)
+  else
+    -- A number reaches Redis printed exactly (integers below 2^53).
+    state[key] = w1
+  end
+  -- PX must be positive; a state whose time is up reads as no state anyway.
+  local ms = math.floor((wttl + 999) / 1000) + grace_ms
+  if ms < 1 then ms = 1 end
+  if not dirty_ms[key] then
+    ndirty = ndirty + 1
+    dirty[ndirty] = key
+  end
+  dirty_ms[key] = ms
+end
+
+-- Per limit i of the request being decided, reused across requests: at 9(i-1) + 1..9
+-- its limit number, its state (4) and the state its admission would store (4).
+local scratch = {}
+
+local out = {}
+local k = 0                  -- keys of the requests before this one
+local a = 5 + 5 * nspecs     -- this request's first ARGV
+local requests = tonumber(ARGV[a - 1])
+for _ = 1, requests do
+  local n, cost, mode = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  local o = #out
+  a = a + 3
+
+  if mode == 3 then
+    for i = 1, n do
+      local key, s = KEYS[k + i], tonumber(ARGV[a + i - 1])
+      local h1, h2, h3, h4 = fields(s, key)
+      local w1, w2, w3, wttl = refund(s, h1, h2, h3, h4, tonumber(ARGV[a + n + i - 1]), cost)
+      if w1 then write(key, w1, w2, w3, wttl) end
+      h1, h2, h3, h4 = fields(s, key)
+      local p = o + 4 * (i - 1)
+      out[p + 1], out[p + 2], out[p + 3], out[p + 4] = decide(s, h1, h2, h3, h4, 0)
+    end
+    a = a + 2 * n
+  else
+    local all = true
+    for i = 1, n do
+      local s = tonumber(ARGV[a + i - 1])
+      local h1, h2, h3, h4 = fields(s, KEYS[k + i])
+      local allowed, remaining, reset_after, retry_after, w1, w2, w3, wttl =
+        decide(s, h1, h2, h3, h4, cost)
+      local x = 9 * (i - 1)
+      scratch[x + 1], scratch[x + 2], scratch[x + 3], scratch[x + 4], scratch[x + 5] =
+        s, h1, h2, h3, h4
+      scratch[x + 6], scratch[x + 7], scratch[x + 8], scratch[x + 9] = w1, w2, w3, wttl
+      if allowed == 0 then all = false end
+      local p = o + 4 * (i - 1)
+      out[p + 1], out[p + 2], out[p + 3], out[p + 4] = allowed, remaining, reset_after, retry_after
+    end
+    a = a + n
+
+    if all and mode ~= 2 then
+      for i = 1, n do
+        local x = 9 * (i - 1)
+        local w1 = scratch[x + 6]
+        if w1 then write(KEYS[k + i], w1, scratch[x + 7], scratch[x + 8], scratch[x + 9]) end
+        if mode == 1 then
+          -- The mark: the TAT or the window start the admission stored.
+          out[o + 4 * n + i] = w1 or 0
+        end
+      end
+    else
+      -- Refused: nothing was consumed, so a limit that would have admitted reports its
+      -- state as it is (decided again at cost 0), not as if this request had been counted.
+      for i = 1, n do
+        local p = o + 4 * (i - 1)
+        if out[p + 1] == 1 then
+          local x = 9 * (i - 1)
+          out[p + 1], out[p + 2], out[p + 3], out[p + 4] = decide(
+            scratch[x + 1], scratch[x + 2], scratch[x + 3], scratch[x + 4], scratch[x + 5], 0)
+        end
+        if mode == 1 then out[o + 4 * n + i] = 0 end
+      end
     end
   end
-else
-  -- Refused: nothing was consumed, so a limit that would have admitted reports its
-  -- state as it is (decided again at cost 0), not as if this request had been counted.
-  for i = 1, n do
-    local o = 4 * (i - 1)
-    if out[o + 1] == 1 then
-      local allowed, remaining, reset_after, retry_after = decide(i, fields[i], 0)
-      out[o + 1], out[o + 2], out[o + 3], out[o + 4] = allowed, remaining, reset_after, retry_after
-    end
-  end
+  k = k + n
+end
+
+for i = 1, ndirty do
+  local key = dirty[i]
+  redis.call('SET', key, state[key], 'PX', dirty_ms[key])
 end
 
 return out

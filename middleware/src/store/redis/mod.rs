@@ -1,13 +1,21 @@
 //! [`RedisStore`]: rate-limit state shared by every node through one Redis.
 //!
-//! # One round trip per decision
+//! # One round trip per decision, one script call per batch
 //!
-//! Every decision is one `EVALSHA` of `decide.lua`, which reads the state of every
-//! limit of the request, decides them all with the same arithmetic as
+//! Every decision is decided by one `EVALSHA` of `decide.lua`, which reads the state of
+//! every limit of the request, decides them all with the same arithmetic as
 //! [`crate::algorithm`], and writes back only if all of them admit. Redis runs a script
 //! atomically, so concurrent nodes can never both spend the last unit. If the script
 //! cache was flushed (a restart, `SCRIPT FLUSH`), redis-rs sees `NOSCRIPT`, loads the
 //! script and retries once by itself.
+//!
+//! Redis CPU, not the network, is what a shared Redis runs out of, and most of a
+//! decision's Redis CPU is the script call and each `redis.call` inside it. So one call
+//! decides a whole *batch* of independent requests (each still all or nothing across its
+//! own limits) with one `TIME`, one `MGET` for every key, and one `SET … PX` per key
+//! written. Decisions that arrive while a call is in flight are sent together as the next
+//! call ([`RedisStoreBuilder::batch_max`], `batch.rs`): there is no batching window, so an
+//! unloaded request waits for no timer.
 //!
 //! # The clock
 //!
@@ -17,10 +25,26 @@
 //!
 //! # Keys
 //!
-//! State for a check lives under `<prefix>:<check key>`; the limiter builds check keys
-//! as `{<policy>:<key>}:<limit>`, so all limits of one policy and key share a Redis
-//! Cluster hash slot. Every write sets a TTL: a key vanishes once idle long enough that
-//! its state no longer matters, plus a small grace.
+//! State for a check lives under `<prefix>:<check key>:v2`; the limiter builds check
+//! keys as `{<policy>:<key>}:<limit>`, so all limits of one policy and key share a Redis
+//! Cluster hash slot. Each is one string (`SET … PX`: the value and its TTL in one
+//! command): the GCRA theoretical arrival time, or `start:current:previous` for the
+//! windows. Every write sets a TTL: a key vanishes once idle long enough that its state
+//! no longer matters, plus a small grace.
+//!
+//! ## Upgrading from the hash format
+//!
+//! Versions before this one kept a hash per limit under `<prefix>:<check key>` (no
+//! suffix). The `:v2` suffix keeps the two formats apart, so old and new nodes can share
+//! one Redis during a rolling upgrade without either failing on the other's keys (an old
+//! node's `HMGET` would fail with `WRONGTYPE` on a string). The price, while both
+//! versions run: each keeps its own count, so a client whose requests are spread over
+//! old and new nodes can get up to the limit from each (at most twice the limit), and
+//! the new nodes start from empty state (a full burst per key once). The old keys expire
+//! by their TTL. Grant the ACL user both command sets below until the last old node is
+//! gone. A value the script cannot read (a hash, a foreign string) at a `:v2` key reads
+//! as no state and is replaced: `MGET` answers nil for another type, so no key can make
+//! a decision fail with `WRONGTYPE`.
 //!
 //! # Failing fast
 //!
@@ -37,7 +61,9 @@
 //! # Past one Redis
 //!
 //! - [`RedisStore::cluster`] (feature `redis-cluster`): a Redis Cluster through
-//!   redis-rs' cluster client. Limits that share a hash tag are decided by one script
+//!   redis-rs' cluster client, unbatched (one script may only touch keys of one slot, and
+//!   grouping concurrent decisions by slot is left for later: each decision is its own
+//!   call, as before). Limits that share a hash tag are decided by one script
 //!   on the primary that owns the slot; a policy whose limits span slots is decided slot
 //!   by slot with refunds (`spanning.rs`), never admitting more than any limit allows.
 //!   The store reports itself [partitioned](Store::is_partitioned): the limiter keeps no
@@ -63,12 +89,13 @@
 //!
 //! ```text
 //! ACL SETUSER tollgate on >PASSWORD resetkeys ~<prefix>:* resetchannels -@all
-//!     +evalsha +script|load +time +hmget +hset +pexpire +ping
+//!     +evalsha +script|load +time +mget +set +ping
 //! ```
 //!
 //! `EVALSHA` runs `decide.lua` (`SCRIPT LOAD` when Redis lost it), which calls `TIME`,
-//! `HMGET`, `HSET` and `PEXPIRE` on its keys — commands a script calls are checked
-//! against the user's ACL too; readiness probes send `PING`. `AUTH` needs no
+//! `MGET` and `SET` on its keys — commands a script calls are checked against the user's
+//! ACL too; readiness probes send `PING`. (Versions before the `:v2` keys needed
+//! `+hmget +hset +pexpire` instead; see the upgrade note above.) `AUTH` needs no
 //! permission, `SELECT` is sent only for a non-zero database in the URL (add `+select`
 //! then), and the store does not send redis-rs' `CLIENT SETINFO` (Redis 7.2+ would check
 //! it against the ACL too).
@@ -114,10 +141,14 @@ pub use self::tls::RedisTls;
 
 use self::backend::{Backend, Topology};
 use super::{Charged, Check, Store, StoreError, StoreErrorKind, StoreFuture};
-use crate::algorithm::Verdict;
+use crate::algorithm::{LimitSpec, Verdict};
 use crate::clock::Clock;
 
+/// The version of the state format, the last part of every key (see the module docs).
+const KEY_VERSION: &str = "v2";
+
 mod backend;
+mod batch;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
 mod lease;
@@ -144,6 +175,9 @@ mod spanning;
 #[derive(Clone)]
 pub struct RedisStore {
     conn: Backend,
+    /// The queue concurrent decisions share calls through (`batch.rs`); `None` when
+    /// batching is off (`batch_max(1)`) or for a Redis Cluster.
+    batch: Option<Arc<batch::Batcher>>,
     script: Arc<Script>,
     prefix: Arc<str>,
     grace_ms: u64,
@@ -171,6 +205,8 @@ pub struct RedisStoreBuilder {
     grace: Duration,
     clock: Option<Arc<dyn Clock>>,
     topology: Topology,
+    /// The most requests one script call decides (1: every decision its own call).
+    batch_max: usize,
     /// ACL user name, replacing the URL's.
     username: Option<String>,
     /// Password, kept out of the URL (and so out of logs and command lines).
@@ -192,6 +228,7 @@ impl std::fmt::Debug for RedisStoreBuilder {
             .field("response_timeout", &self.response_timeout)
             .field("connect_timeout", &self.connect_timeout)
             .field("topology", &self.topology)
+            .field("batch_max", &self.batch_max)
             .field("username", &self.username)
             .field("password", &self.password.as_ref().map(|_| "***"));
         #[cfg(feature = "redis-tls")]
@@ -222,6 +259,21 @@ impl RedisStoreBuilder {
     /// The longest pause between reconnection attempts (default 1 s).
     pub fn max_reconnect_delay(mut self, delay: Duration) -> Self {
         self.max_reconnect_delay = delay;
+        self
+    }
+
+    /// The most concurrent decisions one script call may decide (default 64; `1` turns
+    /// batching off). Applies to one Redis and to Sentinel; a Redis Cluster store never
+    /// batches (a script may only touch keys of one slot).
+    ///
+    /// There is no batching window: a decision is sent at once when no call is in
+    /// flight, and decisions that arrive while one is in flight go together in the next
+    /// call, up to this many (and at most 1024 keys). An unloaded request therefore
+    /// waits for no timer; a loaded store spends much less Redis CPU per decision. Each
+    /// request in a batch is still all or nothing across its own limits; when the call
+    /// fails, each of them fails with the same error.
+    pub fn batch_max(mut self, max: usize) -> Self {
+        self.batch_max = max;
         self
     }
 
@@ -296,6 +348,11 @@ impl RedisStoreBuilder {
                 "redis timeouts must be greater than zero",
             ));
         }
+        if self.batch_max == 0 {
+            return Err(StoreError::config(
+                "batch_max must be at least 1 (1 turns batching off)",
+            ));
+        }
         if let Some(conn) = self.connect_distributed()? {
             return Ok(self.finish(conn));
         }
@@ -339,8 +396,11 @@ impl RedisStoreBuilder {
     }
 
     fn finish(self, conn: Backend) -> RedisStore {
+        let batch = (self.batch_max > 1 && !conn.is_cluster())
+            .then(|| Arc::new(batch::Batcher::new(self.batch_max)));
         RedisStore {
             conn,
+            batch,
             script: Arc::new(Script::new(include_str!("decide.lua"))),
             prefix: self.prefix.into(),
             grace_ms: u64::try_from(self.grace.as_millis()).unwrap_or(u64::MAX),
@@ -420,6 +480,7 @@ impl RedisStore {
             grace: Duration::from_secs(1),
             clock: None,
             topology: Topology::Single,
+            batch_max: 64,
             username: None,
             password: None,
             #[cfg(feature = "redis-tls")]
@@ -486,9 +547,11 @@ impl RedisStore {
         builder
     }
 
-    /// The full Redis key a check's state lives under.
+    /// The full Redis key a check's state lives under:
+    /// `<prefix>:<check key>:v2` (the suffix is the state format's version; see the
+    /// module docs on upgrading).
     pub fn redis_key(&self, check: &Check) -> String {
-        format!("{}:{}", self.prefix, check.key)
+        format!("{}:{}:{KEY_VERSION}", self.prefix, check.key)
     }
 
     async fn run(&self, checks: &[Check], cost: u64) -> Result<Vec<Verdict>, StoreError> {
@@ -499,72 +562,159 @@ impl RedisStore {
                 return spanning::decide(self, checks, &groups, cost).await;
             }
         }
+        match &self.batch {
+            Some(batch) if checks.len() <= batch::MAX_KEYS => {
+                batch.submit(self, checks, cost).await
+            }
+            _ => self.eval_plain(checks, cost).await,
+        }
+    }
+
+    /// One script call deciding `checks` alone.
+    async fn eval_plain(&self, checks: &[Check], cost: u64) -> Result<Vec<Verdict>, StoreError> {
         self.eval(checks, cost, Mode::Plain)
             .await
             .map(|(verdicts, _)| verdicts)
     }
 
-    /// One run of `decide.lua` over `checks`: the verdicts, and the refund marks when
-    /// `mode` is [`Mode::Charge`] and the checks admitted.
+    /// One run of `decide.lua` over `checks` as one request: the verdicts, and the
+    /// refund marks when `mode` is [`Mode::Charge`] and the checks admitted.
     async fn eval<'c>(
         &self,
         checks: impl IntoIterator<Item = &'c Check>,
         cost: u64,
         mode: Mode<'_>,
     ) -> Result<(Vec<Verdict>, Vec<i64>), StoreError> {
+        let limits = checks
+            .into_iter()
+            .map(|check| (self.redis_key(check), &check.spec));
+        // Encoded before the first await: the future then holds no borrowing iterator
+        // (which would make it lose `Send` through a higher-ranked closure type).
+        let call = self.prepare([(limits, cost, mode)])?;
+        let mut answers = self.send(call).await?;
+        answers
+            .pop()
+            .ok_or_else(|| StoreError::protocol("the script answered no request"))
+    }
+
+    /// Encodes one run of `decide.lua` deciding several independent requests, each a
+    /// list of `(redis key, limit)`, a cost and a mode; [`send`](Self::send) runs it.
+    fn prepare<'s, R, L, K>(&self, requests: R) -> Result<Call<'_>, StoreError>
+    where
+        R: IntoIterator<Item = (L, u64, Mode<'s>)>,
+        L: IntoIterator<Item = (K, &'s LimitSpec)>,
+        K: redis::ToRedisArgs,
+    {
         let mut invocation = self.script.prepare_invoke();
+        // The distinct limits of the batch (usually one or a few), sent once; each
+        // request names them by number. Per request: its number of limits, cost, mode
+        // and those numbers, to send after the limits.
+        let mut specs: Vec<&LimitSpec> = Vec::new();
+        let mut bodies: Vec<(u64, Mode<'_>, Vec<usize>)> = Vec::new();
+        for (limits, cost, mode) in requests {
+            let mut numbers = Vec::new();
+            for (key, spec) in limits {
+                invocation.key(key);
+                let number = match specs.iter().position(|s| *s == spec) {
+                    Some(i) => i + 1,
+                    None => {
+                        specs.push(spec);
+                        specs.len()
+                    }
+                };
+                numbers.push(number);
+            }
+            bodies.push((cost, mode, numbers));
+        }
         let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         invocation
             .arg(now.as_deref().unwrap_or(""))
-            .arg(cost)
-            .arg(self.grace_ms);
-        let mut n = 0;
-        for check in checks {
-            let spec = &check.spec;
+            .arg(self.grace_ms)
+            .arg(specs.len());
+        for spec in &specs {
             invocation
-                .key(self.redis_key(check))
                 .arg(spec.algorithm().code())
                 .arg(spec.quota())
                 .arg(spec.period_ms())
                 .arg(spec.burst())
                 .arg(spec.interval_us());
-            n += 1;
         }
-        match mode {
-            Mode::Plain => {}
-            Mode::Charge => {
-                invocation.arg("charge");
+        invocation.arg(bodies.len());
+        let mut shapes = Vec::with_capacity(bodies.len());
+        for (cost, mode, numbers) in bodies {
+            let n = numbers.len();
+            let code = match mode {
+                Mode::Plain => 0,
+                Mode::Charge => 1,
+                Mode::Probe => 2,
+                Mode::Refund(_) => 3,
+            };
+            invocation.arg(n).arg(cost).arg(code).arg(&numbers);
+            if let Mode::Refund(marks) = mode {
+                if marks.len() != n {
+                    return Err(StoreError::protocol(format!(
+                        "a refund needs one mark per limit: {} marks for {n} limits",
+                        marks.len()
+                    )));
+                }
+                invocation.arg(marks);
             }
-            Mode::Probe => {
-                invocation.arg("probe");
-            }
-            Mode::Refund(marks) => {
-                invocation.arg("refund").arg(marks);
-            }
+            shapes.push((n, matches!(mode, Mode::Charge)));
         }
-        let mut reply = self.conn.invoke(&invocation).await.map_err(store_error)?;
-        let marks = match mode {
-            Mode::Charge if reply.len() == n * 5 => reply.split_off(n * 4),
-            _ => Vec::new(),
-        };
-        if reply.len() != n * 4 {
+        Ok(Call { invocation, shapes })
+    }
+
+    /// Runs a prepared call: per request, the verdicts and (in [`Mode::Charge`], when
+    /// admitted) the refund marks.
+    async fn send(&self, call: Call<'_>) -> Result<Vec<(Vec<Verdict>, Vec<i64>)>, StoreError> {
+        let Call { invocation, shapes } = call;
+        let reply = self.conn.invoke(&invocation).await.map_err(store_error)?;
+        let expected: usize = shapes
+            .iter()
+            .map(|&(n, charge)| if charge { n * 5 } else { n * 4 })
+            .sum();
+        if reply.len() != expected {
             return Err(StoreError::protocol(format!(
-                "expected {} integers, got {}",
-                n * 4,
+                "expected {expected} integers, got {}",
                 reply.len()
             )));
         }
-        let verdicts = reply
-            .chunks_exact(4)
-            .map(|v| Verdict {
-                allowed: v[0] == 1,
-                remaining: u64::try_from(v[1]).unwrap_or(0),
-                reset_after_us: v[2],
-                retry_after_us: v[3],
-            })
-            .collect();
-        Ok((verdicts, marks))
+        let mut rest = reply.as_slice();
+        let mut answers = Vec::with_capacity(shapes.len());
+        for (n, charge) in shapes {
+            let (verdicts, tail) = rest.split_at(n * 4);
+            let verdicts: Vec<Verdict> = verdicts
+                .chunks_exact(4)
+                .map(|v| Verdict {
+                    allowed: v[0] == 1,
+                    remaining: u64::try_from(v[1]).unwrap_or(0),
+                    reset_after_us: v[2],
+                    retry_after_us: v[3],
+                })
+                .collect();
+            let (marks, tail) = if charge {
+                tail.split_at(n)
+            } else {
+                (&tail[..0], tail)
+            };
+            // Marks only mean something for an admission (the script sends 0s otherwise).
+            let marks = if charge && verdicts.iter().all(|v| v.allowed) {
+                marks.to_vec()
+            } else {
+                Vec::new()
+            };
+            answers.push((verdicts, marks));
+            rest = tail;
+        }
+        Ok(answers)
     }
+}
+
+/// An encoded script call and, per request, its number of limits and whether it
+/// charges (to read the reply).
+struct Call<'a> {
+    invocation: redis::ScriptInvocation<'a>,
+    shapes: Vec<(usize, bool)>,
 }
 
 impl Store for RedisStore {
