@@ -21,7 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use http::request::Parts;
+use support::request;
 use tollgate::key::Key;
 use tollgate::policy::{Limit, Policy};
 use tollgate::store::{Check, RedisStore, Store};
@@ -49,15 +49,6 @@ fn limiter(store: RedisStore, policy: Policy) -> RateLimiter {
         .deny_cache(false)
         .build()
         .expect("valid limiter")
-}
-
-fn request(key: &str) -> Parts {
-    http::Request::get("/")
-        .header("x-key", key)
-        .body(())
-        .expect("valid")
-        .into_parts()
-        .0
 }
 
 /// The Redis key of a one-limit policy `policy` (limit named like it) for `key`.

@@ -10,7 +10,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use http::request::Parts;
+use support::request;
 use support::RedisServer;
 use tollgate::key::Key;
 use tollgate::limiter::BreakerConfig;
@@ -40,15 +40,6 @@ fn limiter(server: &RedisServer, mode: FailureMode, spec: &str, deny_cache: bool
         .deny_cache(deny_cache)
         .build()
         .expect("valid limiter")
-}
-
-fn request(key: &str) -> Parts {
-    http::Request::get("/")
-        .header("x-key", key)
-        .body(())
-        .expect("valid")
-        .into_parts()
-        .0
 }
 
 async fn timed(limiter: &RateLimiter, key: &str) -> (DecisionKind, Duration) {

@@ -8,7 +8,7 @@ mod topology;
 
 use std::time::{Duration, Instant};
 
-use http::request::Parts;
+use support::request;
 use tollgate::key::Key;
 use tollgate::limiter::BreakerConfig;
 use tollgate::policy::Policy;
@@ -17,15 +17,6 @@ use tollgate::{DecisionKind, FailureMode, RateLimiter};
 use topology::Sentinels;
 
 const TIMEOUT: Duration = Duration::from_millis(500);
-
-fn request(key: &str) -> Parts {
-    http::Request::get("/")
-        .header("x-key", key)
-        .body(())
-        .expect("valid")
-        .into_parts()
-        .0
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn decisions_follow_a_sentinel_failover() {

@@ -14,7 +14,7 @@ mod topology;
 
 use std::time::Duration;
 
-use http::request::Parts;
+use support::request;
 use support::tls::{Pki, CLUSTER_ACL, MINIMAL_ACL, SENTINEL_ACL, SENTINEL_USER_ACL};
 use tollgate::key::Key;
 use tollgate::policy::Policy;
@@ -71,15 +71,6 @@ fn limiter(store: RedisStore) -> RateLimiter {
         .deny_cache(false)
         .build()
         .expect("valid limiter")
-}
-
-fn request(key: &str) -> Parts {
-    http::Request::get("/")
-        .header("x-key", key)
-        .body(())
-        .expect("valid")
-        .into_parts()
-        .0
 }
 
 /// Sends `LIMIT + 3` requests for `key`; how many were admitted. A failure-mode answer

@@ -99,12 +99,33 @@ fn secured(
     builder.tls(tls)
 }
 
+/// The configuration field that names the store's addresses, for error messages.
+fn store_field(store: &StoreConfig) -> &'static str {
+    match store {
+        StoreConfig::Redis {
+            topology: RedisTopology::Cluster(_),
+            ..
+        } => "redis.cluster",
+        StoreConfig::Redis {
+            topology: RedisTopology::Sentinel { .. },
+            ..
+        } => "redis.sentinels",
+        _ => "redis.url",
+    }
+}
+
 /// Why a validated configuration could still not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum BuildError {
-    /// The store could not be created (e.g. an unparsable Redis URL).
-    #[error("redis.url: {0}")]
-    Store(#[from] StoreError),
+    /// The store could not be created (e.g. an unparsable Redis URL); `field` names
+    /// the setting it came from (`redis.url`, `redis.cluster` or `redis.sentinels`).
+    #[error("{field}: {source}")]
+    Store {
+        /// The configuration field of the store's addresses.
+        field: &'static str,
+        /// Why the store could not be built.
+        source: StoreError,
+    },
     /// The limiter refused the policies.
     #[error("policies: {0}")]
     Limiter(#[from] tollgate::limiter::BuildError),
@@ -148,7 +169,12 @@ impl Runtime {
     ///
     /// [`BuildError`] when the store or limiter cannot be created.
     pub fn build(config: Config, stores: &Stores) -> Result<Self, BuildError> {
-        let store = stores.get(&config.store)?;
+        let store = stores
+            .get(&config.store)
+            .map_err(|source| BuildError::Store {
+                field: store_field(&config.store),
+                source,
+            })?;
         let l = &config.limiter;
         let limiter = RateLimiter::builder()
             .shared_store(store)

@@ -30,7 +30,10 @@ const PER_KEY: usize = 9;
 /// turn a slow answer into the failure mode's 503 instead.
 fn patient_config() -> common::TempPath {
     let path = temp_file("tollgate.toml");
-    write(&path, "[redis]\ntimeout_ms = 2000\n\n[limiter]\ntimeout_ms = 2000\n");
+    write(
+        &path,
+        "[redis]\ntimeout_ms = 2000\n\n[limiter]\ntimeout_ms = 2000\n",
+    );
     path
 }
 

@@ -11,6 +11,16 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// A `GET /` whose `x-key` header carries `key`: the request the Redis tests' limiters key by.
+pub fn request(key: &str) -> http::request::Parts {
+    http::Request::get("/")
+        .header("x-key", key)
+        .body(())
+        .expect("valid")
+        .into_parts()
+        .0
+}
+
 pub struct RedisServer {
     child: Option<Child>,
     pub port: u16,
