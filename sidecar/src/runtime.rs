@@ -55,6 +55,7 @@ impl Stores {
                 topology,
                 timeout,
                 prefix,
+                batch_max,
                 security,
             } => Arc::new(
                 secured(
@@ -69,6 +70,7 @@ impl Stores {
                 )
                 .response_timeout(*timeout)
                 .prefix(prefix.clone())
+                .batch_max(*batch_max)
                 .build()?,
             ),
         };

@@ -96,6 +96,10 @@ pub struct RedisSection {
     pub timeout_ms: Option<u64>,
     /// Key namespace (default `tollgate`).
     pub prefix: Option<String>,
+    /// Most concurrent decisions sent as one script call (default 64; 1 sends each
+    /// alone). One Redis and Sentinel only: a Redis Cluster is never batched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub batch_max: Option<usize>,
     /// File holding the password (re-read on reload); refused with a password in `url`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_file: Option<String>,

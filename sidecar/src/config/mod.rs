@@ -137,6 +137,8 @@ pub enum StoreConfig {
         timeout: Duration,
         /// Key namespace.
         prefix: String,
+        /// Most concurrent decisions in one script call (1: none batched).
+        batch_max: usize,
         /// Password and TLS material read from files.
         security: RedisSecurity,
     },

@@ -15,6 +15,12 @@ use super::{
     RedisTopology, Route, StoreConfig, Upstream,
 };
 
+/// `redis.batch_max` when absent: the library's own default.
+const DEFAULT_BATCH_MAX: usize = 64;
+/// The largest `redis.batch_max`: a script call holds Redis while it runs (other
+/// clients wait), and the library never puts more than 1024 keys in one call anyway.
+const MAX_BATCH_MAX: usize = 1024;
+
 /// The longest lease age the library keeps (it counts more as this).
 pub(crate) const MAX_LEASE_AGE: Duration = Duration::from_secs(3600);
 
@@ -126,6 +132,15 @@ impl FileConfig {
                     topology,
                     timeout: c.millis("redis.timeout_ms", redis.timeout_ms, 50)?,
                     prefix,
+                    batch_max: match redis.batch_max.unwrap_or(DEFAULT_BATCH_MAX) {
+                        n @ 1..=MAX_BATCH_MAX => n,
+                        _ => {
+                            return Err(c.err(
+                                "redis.batch_max",
+                                format!("must be 1 to {MAX_BATCH_MAX} (1 sends every decision in a call of its own)"),
+                            ))
+                        }
+                    },
                     security: super::redis_security::validate(&c, redis)?,
                 }
             }
@@ -317,12 +332,16 @@ impl FileConfig {
         match (store, out.redis.as_mut()) {
             (
                 StoreConfig::Redis {
-                    timeout, prefix, ..
+                    timeout,
+                    prefix,
+                    batch_max,
+                    ..
                 },
                 Some(redis),
             ) => {
                 redis.timeout_ms = ms(*timeout);
                 redis.prefix = Some(prefix.clone());
+                redis.batch_max = Some(*batch_max);
             }
             (StoreConfig::Memory { max_keys }, _) => out.limiter.max_keys = Some(*max_keys),
             _ => {}

@@ -74,6 +74,8 @@ fn every_bad_field_is_named() {
         ("[redis]\nurl = \"localhost\"\n", "redis.url"),
         ("[limiter]\nfailure_mode = \"maybe\"\n", "limiter.failure_mode"),
         ("[limiter]\ntimeout_ms = 0\n", "limiter.timeout_ms"),
+        ("[redis]\nurl = \"redis://r:6379\"\nbatch_max = 0\n", "redis.batch_max"),
+        ("[redis]\nurl = \"redis://r:6379\"\nbatch_max = 1025\n", "redis.batch_max"),
         ("[proxy]\nhost = \"other\"\n", "proxy.host"),
         ("[proxy]\nmax_concurrent_requests = 0\n", "proxy.max_concurrent_requests"),
         ("[[routes]]\nupstream = \"nope\"\n", "routes[0].upstream"),
@@ -334,4 +336,23 @@ fn consistency_and_lease_settings_validate_and_show_in_effect() {
     let err = parse(&wrong).expect_err("invalid");
     assert_eq!(err.field, "policies[0].limits[0].consistency");
     assert!(err.reason.contains("exact or leased"), "{}", err.reason);
+}
+
+#[test]
+fn redis_batch_max_defaults_to_the_librarys_and_shows_in_effect() {
+    let batch_max = |config: &Config| match &config.store {
+        StoreConfig::Redis { batch_max, .. } => *batch_max,
+        other => panic!("a Redis store, got {other:?}"),
+    };
+    let default = parse(&format!("[redis]\nurl = \"redis://r:6379\"\n{BASE}")).expect("valid");
+    assert_eq!(batch_max(&default), 64);
+    assert_eq!(
+        default.effective.redis.as_ref().and_then(|r| r.batch_max),
+        Some(64)
+    );
+    let alone = parse(&format!(
+        "[redis]\nurl = \"redis://r:6379\"\nbatch_max = 1\n{BASE}"
+    ))
+    .expect("valid");
+    assert_eq!(batch_max(&alone), 1);
 }
