@@ -28,6 +28,8 @@
 //! Every limit here is so generous that it never denies, so each decision takes the
 //! admit-and-write path (the expensive one), in memory and in Redis alike.
 
+mod common;
+
 use std::future::Future;
 use std::hint::black_box;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,22 +37,12 @@ use std::sync::{Arc, Barrier};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
+use common::{env_u64, never_denying_gcra};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use tollgate::key::Key;
 use tollgate::policy::Policy;
 use tollgate::store::{Check, MemoryStore, RedisStore, Store};
 use tollgate::{Algorithm, LimitSpec, RateLimiter};
-
-/// GCRA, 10^9 per day: interval 86 µs, burst 10^9 — never denies within a benchmark.
-fn gcra_spec() -> LimitSpec {
-    LimitSpec::new(
-        Algorithm::Gcra,
-        1_000_000_000,
-        Duration::from_secs(86_400),
-        None,
-    )
-    .expect("valid spec")
-}
 
 /// Sliding window, 10^8 per hour (quota × period_ms = 3.6·10^14 < 2^50): never denies
 /// within a benchmark.
@@ -76,7 +68,7 @@ fn memory(c: &mut Criterion) {
 
     g.bench_function("gcra_one_key", |b| {
         let store = MemoryStore::new();
-        let check = [Check::new("{p:k}:l", gcra_spec())];
+        let check = [Check::new("{p:k}:l", never_denying_gcra())];
         b.iter(|| black_box(store.decide(black_box(&check), 1)));
     });
 
@@ -88,7 +80,7 @@ fn memory(c: &mut Criterion) {
 
     g.bench_function("1000_keys", |b| {
         let store = MemoryStore::new();
-        let checks = keys("k", 1000, gcra_spec());
+        let checks = keys("k", 1000, never_denying_gcra());
         let mut i = 0usize;
         b.iter(|| {
             let check = std::slice::from_ref(&checks[i]);
@@ -102,7 +94,7 @@ fn memory(c: &mut Criterion) {
         // (whether the two keys share a shard depends on the store's random hasher).
         let store = MemoryStore::new();
         let checks = [
-            Check::new("{p:k}:daily", gcra_spec()),
+            Check::new("{p:k}:daily", never_denying_gcra()),
             Check::new("{p:k}:hourly", sliding_spec()),
         ];
         b.iter(|| black_box(store.decide(black_box(&checks), 1)));
@@ -119,7 +111,7 @@ fn memory(c: &mut Criterion) {
         g.bench_function(BenchmarkId::from_parameter(threads), |b| {
             let store = MemoryStore::new();
             let sets: Vec<Vec<Check>> = (0..threads)
-                .map(|t| keys(&format!("t{t}"), 1000, gcra_spec()))
+                .map(|t| keys(&format!("t{t}"), 1000, never_denying_gcra()))
                 .collect();
             b.iter_custom(|iters| threaded(&[&store], &sets, iters));
         });
@@ -131,7 +123,7 @@ fn memory(c: &mut Criterion) {
     g.bench_function("2_private_stores", |b| {
         let stores = [MemoryStore::new(), MemoryStore::new()];
         let sets: Vec<Vec<Check>> = (0..2)
-            .map(|t| keys(&format!("t{t}"), 1000, gcra_spec()))
+            .map(|t| keys(&format!("t{t}"), 1000, never_denying_gcra()))
             .collect();
         b.iter_custom(|iters| threaded(&[&stores[0], &stores[1]], &sets, iters));
     });
@@ -180,7 +172,11 @@ fn limiter(c: &mut Criterion) {
         // Policy matching, header key extraction, storage-key formatting, the memory
         // store and the decision bookkeeping (metrics macros with no recorder installed).
         let limiter = RateLimiter::builder()
-            .policy(Policy::single("p", gcra_spec(), Key::header("x-api-key")))
+            .policy(Policy::single(
+                "p",
+                never_denying_gcra(),
+                Key::header("x-api-key"),
+            ))
             .build()
             .expect("limiter");
         let parts = http::Request::get("/")
@@ -211,13 +207,6 @@ fn limiter(c: &mut Criterion) {
 /// `tollgate` + this check key + the format version = `tollgate:{bench:k}:p:v2`, GCRA
 /// 10^9 per 86 400 000 ms.
 const REDIS_CHECK_KEY: &str = "{bench:k}:p";
-
-fn env_u64(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
 
 struct Outcome {
     ops: u64,
@@ -322,7 +311,7 @@ struct Case {
 /// A `RedisStore` case: `limits` limits per request, each request on the hot key or, when
 /// `spread` is set, on one of 100 000 keys drawn per decision.
 fn store_case(label: &'static str, store: &RedisStore, limits: usize, spread: bool) -> Case {
-    let spec = gcra_spec();
+    let spec = never_denying_gcra();
     let hot: Arc<[Check]> = (0..limits)
         .map(|i| Check::new(hot_key(limits, i), spec))
         .collect();
@@ -364,7 +353,7 @@ async fn v1_case(
         .query_async(&mut conn.clone())
         .await
         .expect("script load");
-    let spec = gcra_spec();
+    let spec = never_denying_gcra();
     let mut cmd = redis::cmd("EVALSHA");
     cmd.arg(sha).arg(limits);
     for i in 0..limits {
@@ -387,8 +376,8 @@ async fn v1_case(
 }
 
 fn redis_section(url: &str) {
-    let secs = env_u64("TOLLGATE_BENCH_REDIS_SECS", 3).clamp(1, 5) as f64;
-    let rounds = env_u64("TOLLGATE_BENCH_REDIS_ROUNDS", 2).clamp(1, 5);
+    let secs = env_u64("TOLLGATE_BENCH_REDIS_SECS", 3, 1, 5) as f64;
+    let rounds = env_u64("TOLLGATE_BENCH_REDIS_ROUNDS", 2, 1, 5);
     // The default multi-thread runtime: one worker per core (2 here).
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -405,7 +394,7 @@ fn redis_section(url: &str) {
         };
         let (unbatched, batched) = (build(1), build(64));
         let probe = batched
-            .check(&[Check::new(REDIS_CHECK_KEY, gcra_spec())], 1)
+            .check(&[Check::new(REDIS_CHECK_KEY, never_denying_gcra())], 1)
             .await
             .expect("redis reachable");
         assert!(probe[0].allowed, "bench limit must never deny");
@@ -440,7 +429,7 @@ fn redis_section(url: &str) {
         for (case, _) in &cases {
             let _ = timed(16, 0.3, &case.op).await;
         }
-        let first = env_u64("TOLLGATE_BENCH_REDIS_FIRST_ROUND", 1);
+        let first = env_u64("TOLLGATE_BENCH_REDIS_FIRST_ROUND", 1, 0, u64::MAX);
         for round in first..first + rounds {
             for (case, callers) in &cases {
                 for &c in callers {

@@ -23,29 +23,22 @@
 //! CPU time counts only what the thread ran, so its ratios move far less with the
 //! neighbours' load (caches are still shared, so it is not immune).
 
+mod common;
+
 use std::hint::black_box;
 use std::num::NonZeroU32;
 use std::time::Duration;
 
+use common::never_denying_gcra;
 use criterion::measurement::{Measurement, ValueFormatter};
 use criterion::{Criterion, Throughput};
 use governor::{Quota, RateLimiter as Governor};
 use tollgate::key::Key;
 use tollgate::policy::Policy;
 use tollgate::store::{Check, MemoryStore};
-use tollgate::{Algorithm, LimitSpec, RateLimiter};
+use tollgate::RateLimiter;
 
 const KEYS: usize = 1000;
-
-fn spec() -> LimitSpec {
-    LimitSpec::new(
-        Algorithm::Gcra,
-        1_000_000_000,
-        Duration::from_secs(86_400),
-        None,
-    )
-    .expect("valid spec")
-}
 
 /// The calling thread's CPU time, in nanoseconds.
 struct ThreadCpu;
@@ -111,7 +104,7 @@ fn compare<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     let store = MemoryStore::new();
     let checks: Vec<Check> = names
         .iter()
-        .map(|n| Check::new(n.clone(), spec()))
+        .map(|n| Check::new(n.clone(), never_denying_gcra()))
         .collect();
     g.bench_function("tollgate/memory_decide", |b| {
         let mut i = 0;
@@ -122,7 +115,11 @@ fn compare<M: Measurement>(c: &mut Criterion<M>, group: &str) {
     });
 
     let limiter = RateLimiter::builder()
-        .policy(Policy::single("p", spec(), Key::header("x-api-key")))
+        .policy(Policy::single(
+            "p",
+            never_denying_gcra(),
+            Key::header("x-api-key"),
+        ))
         .build()
         .expect("limiter");
     let requests: Vec<http::request::Parts> = names

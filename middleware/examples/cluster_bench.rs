@@ -18,44 +18,19 @@
 //! (1..=4, default 2), `KEYS` (1..=1 000 000, default 100 000), `CALLERS` (1..=256,
 //! default 64). Output lines start with `BENCH` and are quoted in docs/benchmarks.md.
 
+#[path = "../benches/common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 #[path = "../tests/support/topology.rs"]
 mod topology;
 
+use common::{env_u64, info_field, never_denying_gcra};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tollgate::store::{Check, RedisStore, Store};
-use tollgate::{Algorithm, LimitSpec};
-
-fn env_u64(name: &str, default: u64, lo: u64, hi: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-        .clamp(lo, hi)
-}
-
-/// GCRA, 10^9 per day: never denies within a benchmark.
-fn spec() -> LimitSpec {
-    LimitSpec::new(
-        Algorithm::Gcra,
-        1_000_000_000,
-        Duration::from_secs(86_400),
-        None,
-    )
-    .expect("valid spec")
-}
-
-/// `field:value` out of an INFO section, as an integer.
-fn info_field(info: &str, line_prefix: &str, field: &str) -> Option<u64> {
-    let line = info.lines().find(|l| l.starts_with(line_prefix))?;
-    line.split([':', ','])
-        .find_map(|kv| kv.strip_prefix(&format!("{field}=")))
-        .and_then(|v| v.trim().parse().ok())
-}
 
 /// Clock ticks of user + system CPU of process `pid` (fields 14 and 15 of /proc/PID/stat).
 fn cpu_ticks(pid: u64) -> u64 {
@@ -225,7 +200,7 @@ fn main() {
         .map(|n| Primary::new(n.port))
         .collect();
 
-    let spec = spec();
+    let spec = never_denying_gcra();
     let keys: Arc<Vec<Arc<[Check]>>> = Arc::new(
         (0..n_keys)
             .map(|i| Arc::from(vec![Check::new(format!("{{k{i}}}:p"), spec)]))

@@ -16,9 +16,12 @@
 //! Knobs (environment, all optional and clamped): `SECS` (1..=10, default 3), `ROUNDS`
 //! (1..=4, default 2), `CALLERS` (1..=256, default 64). Output lines start with `BENCH`.
 
+#[path = "../benches/common/mod.rs"]
+mod common;
 #[path = "../tests/support/mod.rs"]
 mod support;
 
+use common::{env_u64, info_field};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -30,22 +33,10 @@ use tollgate::policy::{Consistency, Limit};
 use tollgate::store::{Charged, Check, RedisStore, Store, StoreFuture};
 use tollgate::{Algorithm, DecisionKind, LeaseConfig, LimitSpec, RateLimiter};
 
-fn env_u64(name: &str, default: u64, lo: u64, hi: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-        .clamp(lo, hi)
-}
-
 /// EVALSHA calls since the last `CONFIG RESETSTAT`.
 fn evalsha_calls(server: &RedisServer) -> u64 {
     let info = server.cli(&["INFO", "commandstats"]).unwrap_or_default();
-    info.lines()
-        .find(|l| l.starts_with("cmdstat_evalsha:"))
-        .and_then(|l| l.split([':', ',']).find_map(|kv| kv.strip_prefix("calls=")))
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(0)
+    info_field(&info, "cmdstat_evalsha:", "calls").unwrap_or(0)
 }
 
 /// The store, counting what the limiter asks of it: exact decisions (`check`), leases
