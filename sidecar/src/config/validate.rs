@@ -52,6 +52,24 @@ impl Checker<'_> {
         })
     }
 
+    /// `value` parsed, or `T`'s default when absent; a value that does not parse is an
+    /// error naming `field` with the parser's reason.
+    fn parsed_or_default<T>(
+        &self,
+        field: impl Into<String>,
+        value: Option<&str>,
+    ) -> Result<T, ConfigError>
+    where
+        T: FromStr + Default,
+        T::Err: ToString,
+    {
+        value
+            .map(str::parse)
+            .transpose()
+            .map_err(|e| self.err(field, e))
+            .map(Option::unwrap_or_default)
+    }
+
     fn millis(
         &self,
         field: &str,
@@ -152,13 +170,10 @@ impl FileConfig {
             },
         };
         let limiter = LimiterConfig {
-            failure_mode: l
-                .failure_mode
-                .as_deref()
-                .map(FailureMode::from_str)
-                .transpose()
-                .map_err(|e| c.err("limiter.failure_mode", e))?
-                .unwrap_or_default(),
+            failure_mode: c.parsed_or_default::<FailureMode>(
+                "limiter.failure_mode",
+                l.failure_mode.as_deref(),
+            )?,
             timeout: c.millis("limiter.timeout_ms", l.timeout_ms, 50)?,
             deny_cache: l.deny_cache.unwrap_or(true),
             shadow: l.shadow.unwrap_or(false),
@@ -572,25 +587,15 @@ impl FileConfig {
         }
         for (j, limit) in section.limits.iter().enumerate() {
             let lf = format!("{field}.limits[{j}]");
-            let algorithm: Algorithm = limit
-                .algorithm
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| c.err(format!("{lf}.algorithm"), e))?
-                .unwrap_or_default();
+            let algorithm: Algorithm =
+                c.parsed_or_default(format!("{lf}.algorithm"), limit.algorithm.as_deref())?;
             // A burst with a window algorithm is refused here, by the crate.
             let spec = LimitSpec::parse_with(&limit.rate, algorithm)
                 .map_err(|e| c.err(format!("{lf}.rate"), e))?;
             let key =
                 Key::parse_with(&limit.key, trusted).map_err(|e| c.err(format!("{lf}.key"), e))?;
-            let consistency: Consistency = limit
-                .consistency
-                .as_deref()
-                .map(str::parse)
-                .transpose()
-                .map_err(|e| c.err(format!("{lf}.consistency"), e))?
-                .unwrap_or_default();
+            let consistency: Consistency =
+                c.parsed_or_default(format!("{lf}.consistency"), limit.consistency.as_deref())?;
             policy = policy
                 .limit(Limit::new(limit.name.clone(), spec, key).with_consistency(consistency));
         }
