@@ -398,7 +398,9 @@ impl RateLimiter {
                 None => {
                     self.undo(leases, &pending, &plans, now);
                     return match answer {
-                        Err(error) => self.record(self.on_failure(&pending, &error)),
+                        Err(error) => {
+                            self.record_at(self.on_failure(&pending, &error), pending.policy_index)
+                        }
                         // Refused: not enough budget for a slice. The exact decision
                         // answers this request, and the key stays exact until the
                         // store reports room again.
@@ -433,17 +435,22 @@ impl RateLimiter {
                 }
                 Err(error) => {
                     self.undo(leases, &pending, &plans, now);
-                    return self.record(self.on_failure(&pending, &error));
+                    return self.record_at(self.on_failure(&pending, &error), pending.policy_index);
                 }
             }
         }
         let verdicts: Option<Vec<Verdict>> = verdicts.into_iter().collect();
         match verdicts {
-            Some(verdicts) => self.record(self.finish(&pending, verdicts, false)),
+            Some(verdicts) => {
+                self.record_at(self.finish(&pending, verdicts, false), pending.policy_index)
+            }
             None => {
                 let error = crate::store::StoreError::protocol("a limit went unanswered");
                 self.undo(leases, &pending, &plans, now);
-                self.record(self.on_failure(&pending, &Unavailable::Store(error)))
+                self.record_at(
+                    self.on_failure(&pending, &Unavailable::Store(error)),
+                    pending.policy_index,
+                )
             }
         }
     }
