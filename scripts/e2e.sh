@@ -265,8 +265,15 @@ t=$SECONDS
 log "cargo build --release -p tollgate-sidecar -p tollgate-loadgen"
 cargo build --release -q -p tollgate-sidecar -p tollgate-loadgen ||
   abort "cargo build --release failed"
+# The image's build context holds only ./target/release (see .dockerignore): when cargo builds
+# elsewhere (CARGO_TARGET_DIR), copy the three binaries there.
+built_dir="${CARGO_TARGET_DIR:-target}/release"
 for bin in tollgate-sidecar tollgate-demo-upstream tollgate-loadgen; do
-  [ -x "target/release/$bin" ] || abort "target/release/$bin was not built"
+  [ -x "$built_dir/$bin" ] || abort "$built_dir/$bin was not built"
+  if [ "$(realpath "$built_dir/$bin")" != "$(realpath -m "target/release/$bin")" ]; then
+    mkdir -p target/release && cp -f "$built_dir/$bin" "target/release/$bin" ||
+      abort "could not copy $built_dir/$bin into target/release for the image"
+  fi
 done
 log "release binaries ready ($((SECONDS - t)) s)"
 
