@@ -404,12 +404,10 @@ impl Cli {
             file.limiter.shadow = Some(true);
         }
         for cidr in &self.trusted_proxy {
-            let net = cidr.trim().parse().map_err(|_| {
-                flag_err(
-                    "--trusted-proxy",
-                    format!("{cidr:?} is not a CIDR like 10.0.0.0/8"),
-                )
-            })?;
+            let net = cidr
+                .trim()
+                .parse::<tollgate::key::Cidr>()
+                .map_err(|e| flag_err("--trusted-proxy", e.to_string()))?;
             file.limiter.trusted_proxies.push(net);
         }
         if !self.upstream.is_empty() {

@@ -166,6 +166,35 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("policies[0].limits[0].rate"), "{err}");
 
+    // A trusted proxy that is not a network: the file, the field and the reason.
+    write(
+        &path,
+        "[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n[limiter]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
+    );
+    let out = run_to_exit(&path);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&path.display().to_string()), "{err}");
+    assert!(
+        err.contains("trusted_proxies") && err.contains("longer than the address"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args([
+            "--upstream",
+            "http://127.0.0.1:1",
+            "--trusted-proxy",
+            "10.0.0/8",
+        ])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--trusted-proxy") && err.contains("\"10.0.0/8\" is not a network"),
+        "{err}"
+    );
+
     write(&path, "listen = \"0.0.0.0:8000\"\nlisen = 1\n");
     let out = run_to_exit(&path);
     assert_eq!(out.status.code(), Some(64));

@@ -16,10 +16,9 @@ use std::net::{IpAddr, SocketAddr};
 
 use http::header::{HeaderName, FORWARDED};
 use http::request::Parts;
-use ipnet::IpNet;
 
 use super::peer::{canonical, peer_addr};
-use super::KeyExtractor;
+use super::{Cidr, KeyExtractor};
 
 /// The most forwarding hops examined.
 pub const MAX_HOPS: usize = 32;
@@ -39,12 +38,12 @@ pub enum ForwardedHeader {
 #[derive(Debug, Clone)]
 pub struct ClientIp {
     header: ForwardedHeader,
-    trusted: Vec<IpNet>,
+    trusted: Vec<Cidr>,
 }
 
 impl ClientIp {
     /// Reads `header`, believing only hops within `trusted`.
-    pub fn new(header: ForwardedHeader, trusted: impl IntoIterator<Item = IpNet>) -> Self {
+    pub fn new(header: ForwardedHeader, trusted: impl IntoIterator<Item = Cidr>) -> Self {
         ClientIp {
             header,
             trusted: trusted.into_iter().collect(),
@@ -52,7 +51,7 @@ impl ClientIp {
     }
 
     fn is_trusted(&self, ip: IpAddr) -> bool {
-        self.trusted.iter().any(|net| net.contains(&ip))
+        self.trusted.iter().any(|net| net.contains(ip))
     }
 
     /// The chain's entries, right to left, at most [`MAX_HOPS`].

@@ -21,6 +21,7 @@
 //! Tuples join their parts with `|` after percent-escaping `%` and `|` in each part, so
 //! no client can craft one part to collide with another client's tuple.
 
+mod cidr;
 mod client_ip;
 mod peer;
 mod request;
@@ -30,8 +31,8 @@ use std::str::FromStr;
 use std::sync::Arc;
 
 use http::request::Parts;
-use ipnet::IpNet;
 
+pub use self::cidr::{Cidr, CidrError};
 pub use self::client_ip::{ClientIp, ForwardedHeader, MAX_HOPS};
 pub use self::peer::{peer_addr, PeerAddr, PeerIp};
 pub use self::request::{Constant, Header, MethodKey, PathKey, RouteKey};
@@ -184,7 +185,7 @@ impl Key {
     /// The client IP as reported by `X-Forwarded-For`, believed only when the peer and
     /// each hop to the right of the client are in `trusted` proxies. With no trusted
     /// proxies this is exactly [`Key::peer_ip`]: a client can never choose its own key.
-    pub fn client_ip(trusted: impl IntoIterator<Item = IpNet>) -> Self {
+    pub fn client_ip(trusted: impl IntoIterator<Item = Cidr>) -> Self {
         Key::new(
             ClientIp::new(ForwardedHeader::XForwardedFor, trusted),
             "xff",
@@ -193,7 +194,7 @@ impl Key {
     }
 
     /// As [`Key::client_ip`], reading the RFC 7239 `Forwarded` header's `for=`.
-    pub fn forwarded(trusted: impl IntoIterator<Item = IpNet>) -> Self {
+    pub fn forwarded(trusted: impl IntoIterator<Item = Cidr>) -> Self {
         Key::new(
             ClientIp::new(ForwardedHeader::Forwarded, trusted),
             "forwarded",
@@ -252,7 +253,7 @@ impl Key {
     /// # Errors
     ///
     /// [`KeySpecError`] naming the part that is not understood.
-    pub fn parse_with(spec: &str, trusted: &[IpNet]) -> Result<Self, KeySpecError> {
+    pub fn parse_with(spec: &str, trusted: &[Cidr]) -> Result<Self, KeySpecError> {
         let parts = spec
             .split('+')
             .map(|part| Self::parse_one(part.trim(), trusted))
@@ -263,7 +264,7 @@ impl Key {
         }
     }
 
-    fn parse_one(part: &str, trusted: &[IpNet]) -> Result<Self, KeySpecError> {
+    fn parse_one(part: &str, trusted: &[Cidr]) -> Result<Self, KeySpecError> {
         let err = |reason: KeySpecProblem| KeySpecError {
             spec: part.to_owned(),
             reason,

@@ -13,7 +13,7 @@ fn parts(peer: &str, headers: &[(&str, &str)]) -> Parts {
     req.into_parts().0
 }
 
-fn nets(list: &[&str]) -> Vec<IpNet> {
+fn nets(list: &[&str]) -> Vec<Cidr> {
     list.iter().map(|n| n.parse().expect("valid net")).collect()
 }
 

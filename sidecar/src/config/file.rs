@@ -4,8 +4,8 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use tollgate::key::Cidr;
 
 /// The configuration file, field for field (see `docs/sidecar.md`).
 #[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
@@ -128,7 +128,7 @@ pub struct LimiterSection {
     pub shadow: Option<bool>,
     /// Proxies whose `X-Forwarded-For`/`Forwarded` entries are believed.
     #[serde(default)]
-    pub trusted_proxies: Vec<IpNet>,
+    pub trusted_proxies: Vec<Cidr>,
     /// Send IETF `RateLimit`/`RateLimit-Policy` (default true).
     pub ietf_headers: Option<bool>,
     /// Send legacy `X-RateLimit-*` (default false).
@@ -255,7 +255,10 @@ impl FileConfig {
                     // Line of the error's first byte: newlines before it, plus one.
                     let before = text.get(..s.start).unwrap_or(text);
                     let line = before.bytes().filter(|&b| b == b'\n').count() + 1;
-                    format!("line {line}")
+                    match key_at(text, line) {
+                        Some(key) => format!("line {line} ({key})"),
+                        None => format!("line {line}"),
+                    }
                 })
                 .unwrap_or_else(|| "(file)".into()),
             reason: e.message().to_owned(),
@@ -300,9 +303,87 @@ fn redact_url(url: &str) -> String {
     }
 }
 
+/// The name of the key set on `line` (1-based) of TOML `text`, in the form the
+/// validation errors use (`limiter.trusted_proxies`, `policies[1].limits[0].rate`):
+/// TOML's errors give a position, and a reader wants the field. `None` when the line
+/// sets no plain key (a table header, a continued array, a quoted key).
+fn key_at(text: &str, line: usize) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let (key, _) = lines.get(line.checked_sub(1)?)?.split_once('=')?;
+    let key = key.trim();
+    let plain = |k: &str| {
+        !k.is_empty()
+            && k.chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+    };
+    if !plain(key) {
+        return None;
+    }
+    // Replay the table headers above the line: `[[a.b]]` is the next element of the
+    // array `b` in the current element of `a`, so it is numbered per parent.
+    let mut path: Vec<String> = Vec::new();
+    let mut counts = std::collections::HashMap::<String, usize>::new();
+    for header in lines[..line - 1].iter().map(|l| l.trim()) {
+        let (name, array) = match header.strip_prefix("[[").and_then(|r| r.strip_suffix("]]")) {
+            Some(name) => (name, true),
+            None => match header.strip_prefix('[').and_then(|r| r.strip_suffix(']')) {
+                Some(name) => (name, false),
+                None => continue,
+            },
+        };
+        let mut next: Vec<String> = Vec::new();
+        for (i, segment) in name.split('.').map(str::trim).enumerate() {
+            // A segment naming the element already open keeps its index.
+            let open = path.get(i).filter(|p| {
+                p.split('[').next() == Some(segment) && i + 1 < name.split('.').count()
+            });
+            next.push(open.cloned().unwrap_or_else(|| segment.to_owned()));
+        }
+        if array {
+            let whole = next.join(".");
+            let n = counts.entry(whole).or_insert(0);
+            if let Some(last) = next.last_mut() {
+                last.push_str(&format!("[{n}]"));
+            }
+            *n += 1;
+        }
+        path = next;
+    }
+    path.push(key.to_owned());
+    Some(path.join("."))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn toml_errors_name_the_field_as_validation_does() {
+        let text = "listen = \"x\"\n[limiter]\ntrusted_proxies = [1]\n[[policies]]\nname = \"a\"\n\
+                    [[policies.limits]]\nrate = 1\n[[policies]]\nname = \"b\"\n[[policies.limits]]\n\
+                    rate = 1\n[[policies.limits]]\nrate = 2\n[upstreams.app]\nendpoints = 3\n";
+        assert_eq!(key_at(text, 1).as_deref(), Some("listen"));
+        assert_eq!(key_at(text, 3).as_deref(), Some("limiter.trusted_proxies"));
+        assert_eq!(key_at(text, 5).as_deref(), Some("policies[0].name"));
+        assert_eq!(
+            key_at(text, 7).as_deref(),
+            Some("policies[0].limits[0].rate")
+        );
+        assert_eq!(key_at(text, 9).as_deref(), Some("policies[1].name"));
+        assert_eq!(
+            key_at(text, 11).as_deref(),
+            Some("policies[1].limits[0].rate")
+        );
+        assert_eq!(
+            key_at(text, 13).as_deref(),
+            Some("policies[1].limits[1].rate")
+        );
+        assert_eq!(key_at(text, 15).as_deref(), Some("upstreams.app.endpoints"));
+        assert_eq!(key_at(text, 4), None, "a header sets no key");
+        assert_eq!(key_at(text, 99), None);
+        let err = FileConfig::from_toml("f.toml", text).unwrap_err();
+        assert_eq!(err.field, "line 3 (limiter.trusted_proxies)", "{err}");
+    }
 
     #[test]
     fn passwords_are_redacted() {
