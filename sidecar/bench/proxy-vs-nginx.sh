@@ -24,6 +24,12 @@
 # read after the run): the usec of the script calls (EVALSHA and kin, which include the commands
 # the scripts ran), divided by the requests wrk counted. The script also reads each process's CPU time from /proc around every run.
 #
+# CPU per request is split into user and system time for the proxy, the upstream (both from
+# /proc/PID/stat utime and stime, workers included) and wrk (its rusage), and printed as a
+# second table. With nginx-auto and mem in the run it also prints the floor of aim 1: the CPU a
+# proxy may spend per request to reach 1.2x nginx auto when every process shares the cores,
+# (nginx + others) / 1.2 - others, next to the kernel time per request the proxies spend.
+#
 # The markdown table is printed and written to docs/benchmarks.md between the markers
 # `<!-- proxy-vs-nginx:begin -->` and `<!-- proxy-vs-nginx:end -->` (DOCS=0: print only), with
 # the machine, the load average before/after and the tool versions.
@@ -235,15 +241,17 @@ for c in $CONFIGS; do
   esac
 done
 
-# CPU clock ticks (user+sys) of a process and its child processes (nginx workers).
+# CPU clock ticks "user sys" of a process and its child processes (nginx workers), from
+# /proc/PID/stat utime and stime (fields 14 and 15).
 cpu_ticks() {
-  local pid=$1 total=0 p
+  local pid=$1 user=0 sys=0 p u s
   for p in "$pid" $(ps -o pid= --ppid "$pid" 2>/dev/null); do
     if [ -r "/proc/$p/stat" ]; then
-      total=$(( total + $(awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$p/stat") ))
+      read -r u s < <(awk '{ sub(/^.*\) /, ""); print $12, $13 }' "/proc/$p/stat")
+      user=$(( user + u )); sys=$(( sys + s ))
     fi
   done
-  echo "$total"
+  echo "$user $sys"
 }
 hz=$(getconf CLK_TCK)
 
@@ -288,13 +296,19 @@ for round in $(seq "$ROUNDS"); do
     timeout $(( WARMUP + 10 )) "${wrk_base[@]}" -d"${WARMUP}s" "${url[$c]}/bench" >/dev/null
     load=$(cut -d' ' -f1 /proc/loadavg)
     rcli config resetstat >/dev/null
-    proxy_before=$(cpu_ticks "${pid_of[$c]}")
-    up_before=$(cpu_ticks "$up_pid")
-    redis_before=$(cpu_ticks "$redis_pid")
-    out=$(timeout $(( DURATION + 10 )) "${wrk_base[@]}" -d"${DURATION}s" --latency "${url[$c]}/bench")
-    proxy_after=$(cpu_ticks "${pid_of[$c]}")
-    up_after=$(cpu_ticks "$up_pid")
-    redis_after=$(cpu_ticks "$redis_pid")
+    read -r proxy_u0 proxy_s0 <<<"$(cpu_ticks "${pid_of[$c]}")"
+    read -r up_u0 up_s0 <<<"$(cpu_ticks "$up_pid")"
+    read -r redis_u0 redis_s0 <<<"$(cpu_ticks "$redis_pid")"
+    # wrk's own CPU: `times` in the command substitution's subshell reports its waited-for
+    # children (timeout, and wrk, which timeout waited for), user and sys, in ms.
+    out=$(timeout $(( DURATION + 10 )) "${wrk_base[@]}" -d"${DURATION}s" --latency "${url[$c]}/bench"
+          times >"$tmp/wrk-times")
+    read -r proxy_u1 proxy_s1 <<<"$(cpu_ticks "${pid_of[$c]}")"
+    read -r up_u1 up_s1 <<<"$(cpu_ticks "$up_pid")"
+    read -r redis_u1 redis_s1 <<<"$(cpu_ticks "$redis_pid")"
+    # "0m1.234s 0m3.456s" (children's user, sys) -> seconds
+    read -r wrk_u wrk_s < <(awk 'NR == 2 { for (i = 1; i <= 2; i++) { split($i, t, /[ms]/); v[i] = t[1] * 60 + t[2] }
+                                           print v[1], v[2] }' "$tmp/wrk-times")
     read -r rusec rcalls rall <<<"$(redis_usec_calls)"
     rps=$(awk '/^Requests\/sec:/ { printf "%d", $2 }' <<<"$out")
     total=$(awk '/requests in/ { print $1 }' <<<"$out")
@@ -303,14 +317,18 @@ for round in $(seq "$ROUNDS"); do
     non2xx=$(awk '/Non-2xx or 3xx responses:/ { print $NF }' <<<"$out")
     errors=$(awk '/Socket errors:/ { sub(/^.*Socket errors: /, ""); gsub(/ /, ""); print }' <<<"$out")
     per_req() { awk -v a="$1" -v b="$2" -v n="$total" -v hz="$hz" 'BEGIN { printf "%.1f", (a - b) / hz * 1e6 / n }'; }
-    cpu_proxy=$(per_req "$proxy_after" "$proxy_before")
-    [ "$c" = direct ] && cpu_proxy=0.0
-    cpu_up=$(per_req "$up_after" "$up_before")
-    cpu_redis=$(per_req "$redis_after" "$redis_before")
+    per_req_s() { awk -v s="$1" -v n="$total" 'BEGIN { printf "%.1f", s * 1e6 / n }'; }
+    cpu_proxy_usr=$(per_req "$proxy_u1" "$proxy_u0"); cpu_proxy_sys=$(per_req "$proxy_s1" "$proxy_s0")
+    [ "$c" = direct ] && { cpu_proxy_usr=0.0; cpu_proxy_sys=0.0; }
+    cpu_proxy=$(awk -v u="$cpu_proxy_usr" -v s="$cpu_proxy_sys" 'BEGIN { printf "%.1f", u + s }')
+    cpu_up_usr=$(per_req "$up_u1" "$up_u0"); cpu_up_sys=$(per_req "$up_s1" "$up_s0")
+    cpu_up=$(awk -v u="$cpu_up_usr" -v s="$cpu_up_sys" 'BEGIN { printf "%.1f", u + s }')
+    cpu_wrk_usr=$(per_req_s "$wrk_u"); cpu_wrk_sys=$(per_req_s "$wrk_s")
+    cpu_redis=$(per_req "$((redis_u1 + redis_s1))" "$((redis_u0 + redis_s0))")
     redis_us=$(awk -v u="$rusec" -v n="$total" 'BEGIN { printf "%.2f", u / n }')
     redis_calls=$(awk -v c="$rcalls" -v n="$total" 'BEGIN { printf "%.2f", c / n }')
     redis_all=$(awk -v c="$rall" -v n="$total" 'BEGIN { printf "%.2f", c / n }')
-    line="round=$round config=$c rps=$rps p50_ms=$p50 p99_ms=$p99 requests=$total non2xx=${non2xx:-0} cpu_us_proxy=$cpu_proxy cpu_us_upstream=$cpu_up cpu_us_redis_proc=$cpu_redis redis_cmd_us=$redis_us redis_calls=$redis_calls redis_all=$redis_all load1=$load"
+    line="round=$round config=$c rps=$rps p50_ms=$p50 p99_ms=$p99 requests=$total non2xx=${non2xx:-0} cpu_us_proxy=$cpu_proxy cpu_us_proxy_usr=$cpu_proxy_usr cpu_us_proxy_sys=$cpu_proxy_sys cpu_us_upstream=$cpu_up cpu_us_upstream_usr=$cpu_up_usr cpu_us_upstream_sys=$cpu_up_sys cpu_us_wrk_usr=$cpu_wrk_usr cpu_us_wrk_sys=$cpu_wrk_sys cpu_us_redis_proc=$cpu_redis redis_cmd_us=$redis_us redis_calls=$redis_calls redis_all=$redis_all load1=$load"
     [ -n "$errors" ] && line="$line socket_errors=$errors"
     echo "$line" | tee -a "$results"
   done
@@ -391,6 +409,37 @@ table="$tmp/table.md"
   [ -n "$decisions" ] && echo "- Decisions counted by the sidecars: $decisions."
   errs=$(awk '/socket_errors=|non2xx=[1-9]/' "$results" | wc -l)
   echo "- Runs with socket errors or non-2xx answers: $errs."
+  echo
+  echo "CPU per request in µs, user + system, medians of the rounds (\`/proc/PID/stat\` utime and stime of each"
+  echo "process and its workers; wrk's from its rusage); \"all\" adds redis-server; \"cores busy\" = all × req/s."
+  echo
+  echo "| path | proxy user | proxy sys | upstream user | upstream sys | wrk user | wrk sys | all | cores busy |"
+  echo "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for c in $CONFIGS; do
+    col() { field "$c" "$1" | median; }
+    read -r pu ps uu us wu ws rp rps < <(echo "$(col cpu_us_proxy_usr) $(col cpu_us_proxy_sys) $(col cpu_us_upstream_usr) $(col cpu_us_upstream_sys) $(col cpu_us_wrk_usr) $(col cpu_us_wrk_sys) $(col cpu_us_redis_proc) $(col rps)")
+    awk -v name="$c" -v pu="$pu" -v ps="$ps" -v uu="$uu" -v us="$us" -v wu="$wu" -v ws="$ws" -v rp="$rp" -v rps="$rps" 'BEGIN {
+      all = pu + ps + uu + us + wu + ws + rp
+      printf "| %s | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.1f | %.2f |\n", name, pu, ps, uu, us, wu, ws, all, all * rps / 1e6 }'
+  done
+  # The floor: with every process on the same cores, a row's rate is about cores / (all its CPU
+  # per request), so proxy P reaches 1.2x nginx N (same others O: wrk + upstream) only when
+  # P <= (N + O) / 1.2 - O. Compared with the kernel time per request the proxies spend.
+  if has nginx-auto && has mem; then
+    m() { field "$1" "$2" | median; }
+    awk -v n="$(m nginx-auto cpu_us_proxy)" -v ns="$(m nginx-auto cpu_us_proxy_sys)" \
+        -v o="$(awk -v a="$(m nginx-auto cpu_us_upstream)" -v b="$(m nginx-auto cpu_us_wrk_usr)" -v c="$(m nginx-auto cpu_us_wrk_sys)" 'BEGIN { print a + b + c }')" \
+        -v p="$(m mem cpu_us_proxy)" -v pu="$(m mem cpu_us_proxy_usr)" -v ps="$(m mem cpu_us_proxy_sys)" \
+        -v bare="$(has bare && m bare cpu_us_proxy_sys)" 'BEGIN {
+      budget = (n + o) / 1.2 - o
+      printf "- Floor for aim 1: nginx auto costs %.1f µs per request, wrk and the upstream %.1f µs with it; 1.2× nginx auto needs a proxy at ≤ (%.1f + %.1f) / 1.2 − %.1f = **%.1f µs** per request in all.\n", n, o, n, o, o, budget
+      printf "- Kernel (system) time per request of the proxies in the same run: nginx auto %.1f µs, sidecar %.1f µs", ns, ps
+      if (bare != "") printf ", bare hyper %.1f µs", bare
+      printf ". The sidecar spends %.1f µs (%.1f user + %.1f system).\n", p, pu, ps
+      if (budget <= ns) printf "- The budget (%.1f µs) is below even nginx'"'"'s kernel time per request (%.1f µs): out of reach for any user-space proxy making the same system calls on this box with this client.\n", budget, ns
+      else printf "- Above nginx'"'"'s kernel time (%.1f µs), the budget leaves %.1f µs per request of user time; the sidecar uses %.1f µs of user time and %.1f µs of system time.\n", ns, budget - ns, pu, ps
+    }'
+  fi
 } >"$table"
 
 echo

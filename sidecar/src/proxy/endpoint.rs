@@ -169,7 +169,10 @@ impl Endpoint {
                 Some(sender) => sender,
                 None => {
                     fresh = true;
-                    match self.connect().await {
+                    // Boxed: dialling is rare next to reusing, and its future (connect,
+                    // handshake, timeout) would otherwise enlarge every request's future,
+                    // which is moved as a whole between the layers.
+                    match Box::pin(self.connect()).await {
                         Ok(sender) => sender,
                         Err(e) => return Err((e, Some(request))),
                     }

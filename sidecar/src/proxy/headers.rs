@@ -28,8 +28,19 @@ const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 const X_FORWARDED_PROTO: HeaderName = HeaderName::from_static("x-forwarded-proto");
 const X_FORWARDED_HOST: HeaderName = HeaderName::from_static("x-forwarded-host");
 
+/// Whether `name` is hop-by-hop by itself (the headers `Connection` names aside).
+fn is_hop_by_hop(name: &HeaderName) -> bool {
+    HOP_BY_HOP.iter().any(|h| h == name)
+}
+
 /// Removes hop-by-hop headers. Returns whether the client asked for `TE: trailers`.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+    // Most messages carry none of them: one pass over the few names present is cheaper
+    // than nine removals, each of which hashes and probes. Without `Connection` no other
+    // header is named as hop-by-hop, and without `TE` no trailers were asked for.
+    if !headers.keys().any(is_hop_by_hop) {
+        return false;
+    }
     let wants_trailers = headers
         .get_all(TE)
         .iter()
@@ -56,7 +67,7 @@ pub fn keep_trailers(headers: &mut HeaderMap) {
 
 /// Appends the peer to `X-Forwarded-For` (joining earlier lines into one) and sets
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` when a proxy before us did not.
-pub fn add_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&str>) {
+pub fn add_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&HeaderValue>) {
     if let Some(peer) = peer {
         let earlier: Vec<&str> = headers
             .get_all(&X_FORWARDED_FOR)
@@ -76,19 +87,23 @@ pub fn add_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option
         headers.insert(X_FORWARDED_PROTO, HeaderValue::from_static("http"));
     }
     if !headers.contains_key(&X_FORWARDED_HOST) {
-        if let Some(v) = host.and_then(|h| HeaderValue::try_from(h).ok()) {
-            headers.insert(X_FORWARDED_HOST, v);
+        if let Some(v) = host {
+            headers.insert(X_FORWARDED_HOST, v.clone());
         }
     }
 }
 
-/// The host the client addressed: `Host`, or the HTTP/2 `:authority`.
-pub fn original_host(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
+/// The host the client addressed: `Host` (when it is visible ASCII), or the HTTP/2
+/// `:authority`. A `Host` value is shared with the request, not copied.
+pub fn original_host(headers: &HeaderMap, uri: &http::Uri) -> Option<HeaderValue> {
     headers
         .get(HOST)
-        .and_then(|h| h.to_str().ok())
-        .map(str::to_owned)
-        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .filter(|h| h.to_str().is_ok())
+        .cloned()
+        .or_else(|| {
+            uri.authority()
+                .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        })
 }
 
 #[cfg(test)]
@@ -111,6 +126,44 @@ mod tests {
     }
 
     #[test]
+    fn leaves_end_to_end_headers_alone() {
+        let mut h = HeaderMap::new();
+        h.insert(HOST, HeaderValue::from_static("app.example"));
+        h.insert("x-api-key", HeaderValue::from_static("k1"));
+        assert!(!strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 2);
+        // A lone TE asks for trailers and is still removed.
+        h.insert(TE, HeaderValue::from_static("trailers"));
+        assert!(strip_hop_by_hop(&mut h));
+        assert_eq!(h.len(), 2);
+        assert!(!h.contains_key(TE));
+    }
+
+    #[test]
+    fn original_host_prefers_host_then_authority() {
+        let uri: http::Uri = "http://authority.example/x".parse().expect("uri");
+        let mut h = HeaderMap::new();
+        assert_eq!(
+            original_host(&h, &uri).expect("authority"),
+            "authority.example"
+        );
+        h.insert(HOST, HeaderValue::from_static("host.example"));
+        assert_eq!(original_host(&h, &uri).expect("host"), "host.example");
+        // Not visible ASCII: the authority, as before.
+        h.insert(
+            HOST,
+            HeaderValue::from_bytes(b"h\xc3\xa9.example").expect("opaque bytes"),
+        );
+        assert_eq!(
+            original_host(&h, &uri).expect("authority"),
+            "authority.example"
+        );
+        let origin_form: http::Uri = "/x".parse().expect("uri");
+        h.remove(HOST);
+        assert!(original_host(&h, &origin_form).is_none());
+    }
+
+    #[test]
     fn forwarded_headers_append_and_default() {
         let mut h = HeaderMap::new();
         h.append(X_FORWARDED_FOR, HeaderValue::from_static("1.1.1.1"));
@@ -118,7 +171,7 @@ mod tests {
         add_forwarded(
             &mut h,
             Some("10.0.0.1".parse().expect("ip")),
-            Some("app.example"),
+            Some(&HeaderValue::from_static("app.example")),
         );
         assert_eq!(h[&X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.1");
         assert_eq!(h[&X_FORWARDED_PROTO], "http");

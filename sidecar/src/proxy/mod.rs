@@ -173,7 +173,7 @@ impl Inner {
             .map(|PeerAddr(a): &PeerAddr| a.ip());
         let host = headers::original_host(request.headers(), request.uri());
         let wants_trailers = headers::strip_hop_by_hop(request.headers_mut());
-        headers::add_forwarded(request.headers_mut(), peer, host.as_deref());
+        headers::add_forwarded(request.headers_mut(), peer, host.as_ref());
         if upstream.h2c && wants_trailers {
             headers::keep_trailers(request.headers_mut());
         }
@@ -206,7 +206,7 @@ impl Inner {
             }
         } else if !request.headers().contains_key(http::header::HOST) {
             // An HTTP/2 client names the host in `:authority`; HTTP/1.1 needs `Host`.
-            if let Some(v) = host.and_then(|h| http::HeaderValue::try_from(h).ok()) {
+            if let Some(v) = host {
                 request.headers_mut().insert(http::header::HOST, v);
             }
         }
@@ -224,13 +224,12 @@ impl Inner {
                 })
         } else {
             *request.version_mut() = Version::HTTP_11;
-            let first_endpoint = endpoint.clone();
             tokio::time::timeout(self.config.request_timeout, async {
                 match connections.send(request).await {
                     // Not connected, so nothing was sent: once more, to the next endpoint.
                     Err((error, Some(mut unsent))) if error.is_connect() => {
                         metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => upstream.name.clone()).increment(1);
-                        tracing::debug!(upstream = %upstream.name, endpoint = %first_endpoint, %error, "connect failed; retrying on the next endpoint");
+                        tracing::debug!(upstream = %upstream.name, %endpoint, %error, "connect failed; retrying on the next endpoint");
                         let next = upstream.next();
                         (endpoint, connections) = (&next.0, &next.1);
                         if let Some(authority) = endpoint.authority() {
