@@ -1,7 +1,10 @@
 //! What the limiter decided about one request.
 
+use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
+
+use smallvec::SmallVec;
 
 use crate::algorithm::{LimitSpec, Verdict};
 
@@ -58,7 +61,7 @@ pub struct Decision {
     /// The matching policy, if any.
     pub policy: Option<Arc<str>>,
     /// One status per limit that was decided (empty when no store answered).
-    pub limits: Vec<LimitStatus>,
+    pub limits: Limits,
     /// Whether the answer came from the local fallback store during a store outage.
     pub from_fallback: bool,
     /// The policy is in shadow mode: whatever [`kind`](Self::kind) says is recorded,
@@ -72,7 +75,7 @@ impl Decision {
         Decision {
             kind,
             policy,
-            limits: Vec::new(),
+            limits: Limits::new(),
             from_fallback: false,
             shadow: false,
         }
@@ -142,3 +145,134 @@ impl Decision {
         }
     }
 }
+
+/// The status of each limit a [`Decision`] covers, in the policy's order.
+///
+/// A slice of [`LimitStatus`] (it derefs to `[LimitStatus]`: index it, iterate it,
+/// `first()`, `len()`), held inline for one limit — the usual policy — so that a
+/// decision costs no allocation; more limits move to the heap.
+///
+/// ```
+/// use tollgate::limiter::Limits;
+///
+/// let limits = Limits::new();
+/// assert!(limits.is_empty());
+/// assert!(limits.iter().all(|l| l.verdict.allowed));
+/// ```
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Limits(SmallVec<[LimitStatus; 1]>);
+
+impl Limits {
+    /// No limits.
+    pub fn new() -> Self {
+        Limits(SmallVec::new())
+    }
+
+    /// The status of a one-limit decision, held inline.
+    pub(crate) fn one(status: LimitStatus) -> Self {
+        Limits(SmallVec::from_buf([status]))
+    }
+
+    /// Appends the status of one more limit.
+    pub fn push(&mut self, status: LimitStatus) {
+        self.0.push(status);
+    }
+
+    /// The statuses as a `Vec`.
+    pub fn into_vec(self) -> Vec<LimitStatus> {
+        self.0.into_vec()
+    }
+}
+
+impl std::ops::Deref for Limits {
+    type Target = [LimitStatus];
+
+    fn deref(&self) -> &[LimitStatus] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Limits {
+    fn deref_mut(&mut self) -> &mut [LimitStatus] {
+        &mut self.0
+    }
+}
+
+impl fmt::Debug for Limits {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.iter()).finish()
+    }
+}
+
+impl FromIterator<LimitStatus> for Limits {
+    fn from_iter<I: IntoIterator<Item = LimitStatus>>(iter: I) -> Self {
+        Limits(iter.into_iter().collect())
+    }
+}
+
+impl Extend<LimitStatus> for Limits {
+    fn extend<I: IntoIterator<Item = LimitStatus>>(&mut self, iter: I) {
+        self.0.extend(iter);
+    }
+}
+
+impl From<Vec<LimitStatus>> for Limits {
+    fn from(limits: Vec<LimitStatus>) -> Self {
+        Limits(SmallVec::from_vec(limits))
+    }
+}
+
+impl From<Limits> for Vec<LimitStatus> {
+    fn from(limits: Limits) -> Self {
+        limits.into_vec()
+    }
+}
+
+impl<'a> IntoIterator for &'a Limits {
+    type Item = &'a LimitStatus;
+    type IntoIter = std::slice::Iter<'a, LimitStatus>;
+
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+impl IntoIterator for Limits {
+    type Item = LimitStatus;
+    type IntoIter = LimitsIntoIter;
+
+    fn into_iter(self) -> LimitsIntoIter {
+        LimitsIntoIter(self.0.into_iter())
+    }
+}
+
+/// The owning iterator of [`Limits`].
+pub struct LimitsIntoIter(smallvec::IntoIter<[LimitStatus; 1]>);
+
+impl fmt::Debug for LimitsIntoIter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.0.as_slice()).finish()
+    }
+}
+
+impl Iterator for LimitsIntoIter {
+    type Item = LimitStatus;
+
+    fn next(&mut self) -> Option<LimitStatus> {
+        self.0.next()
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.0.size_hint()
+    }
+}
+
+impl DoubleEndedIterator for LimitsIntoIter {
+    fn next_back(&mut self) -> Option<LimitStatus> {
+        self.0.next_back()
+    }
+}
+
+impl ExactSizeIterator for LimitsIntoIter {}
+
+impl std::iter::FusedIterator for LimitsIntoIter {}

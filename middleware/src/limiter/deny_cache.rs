@@ -22,7 +22,7 @@ use std::collections::HashMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use super::decision::LimitStatus;
+use super::decision::{LimitStatus, Limits};
 
 const MAX_ENTRIES: usize = 100_000;
 const SHARDS: usize = 16;
@@ -65,7 +65,7 @@ impl DenyCache {
     }
 
     /// The cached refusal for `key` at `now_us`, with waits shortened by the time since.
-    pub(crate) fn get(&self, key: &str, cost: u64, now_us: i64) -> Option<Vec<LimitStatus>> {
+    pub(crate) fn get(&self, key: &str, cost: u64, now_us: i64) -> Option<Limits> {
         let entries = self.shard(key);
         let denial = entries.get(key)?;
         if denial.until_us <= now_us || cost < denial.cost {

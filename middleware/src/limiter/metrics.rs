@@ -97,6 +97,23 @@ const DECISION_LABELS: [&str; 7] = [
     "shadow_invalid",
 ];
 
+/// The position of `label` in [`DECISION_LABELS`]: a `match` on constants compiles to
+/// length and integer compares, not a `memcmp` call per entry.
+fn decision_label_index(label: &str) -> Option<usize> {
+    let index = match label {
+        "allowed" => 0,
+        "limited" => 1,
+        "shadow_limited" => 2,
+        "error" => 3,
+        "invalid" => 4,
+        "shadow_error" => 5,
+        "shadow_invalid" => 6,
+        _ => return None,
+    };
+    debug_assert_eq!(DECISION_LABELS[index], label);
+    Some(index)
+}
+
 /// What `metrics::counter!` would attach to a series registered from this module.
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
@@ -158,7 +175,7 @@ impl LimiterMetrics {
         let label = decision.metric_label();
         let cached = policy_index
             .and_then(|i| self.decided.get(i))
-            .zip(DECISION_LABELS.iter().position(|l| *l == label));
+            .zip(decision_label_index(label));
         if let Some((keys, at)) = cached {
             metrics::with_recorder(|r| r.register_counter(&keys[at], &METADATA)).increment(1);
             return;
@@ -231,5 +248,19 @@ impl LimiterMetrics {
     pub(crate) fn fallback(&self, policy: &Arc<str>) {
         let labels = self.with([("policy", SharedString::from(policy.clone()))]);
         metrics::counter!(FALLBACK_DECISIONS, labels).increment(1);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_decision_label_finds_its_own_index() {
+        for (i, label) in DECISION_LABELS.iter().enumerate() {
+            assert_eq!(decision_label_index(label), Some(i), "{label}");
+        }
+        assert_eq!(decision_label_index("allowe"), None);
+        assert_eq!(decision_label_index(""), None);
     }
 }

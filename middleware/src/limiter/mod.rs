@@ -39,7 +39,7 @@ use http::request::Parts;
 use self::breaker::Breaker;
 pub use self::breaker::{BreakerConfig, CircuitState};
 pub use self::builder::{BuildError, RateLimiterBuilder};
-pub use self::decision::{Decision, DecisionKind, LimitStatus};
+pub use self::decision::{Decision, DecisionKind, LimitStatus, Limits, LimitsIntoIter};
 use self::deny_cache::DenyCache;
 pub use self::failure::{FailureMode, Unavailable, UnknownFailureMode};
 pub use self::lease::LeaseConfig;

@@ -1,6 +1,7 @@
 //! [`Pending`]: a request whose policy, keys and cost are known, waiting for a store.
 
 use std::borrow::Cow;
+use std::cell::Cell;
 use std::sync::Arc;
 
 use smallvec::SmallVec;
@@ -80,6 +81,13 @@ impl Pending {
         self.names.push(name);
     }
 
+    /// Done with: the first storage key's buffer serves this thread's next request.
+    pub(super) fn recycle(self) {
+        if let Some(check) = self.checks.into_iter().next() {
+            recycle_storage_key(check.key);
+        }
+    }
+
     /// The checks that will be sent to the store.
     pub fn checks(&self) -> &[Check] {
         &self.checks
@@ -104,12 +112,36 @@ impl Pending {
 /// and the limit's name. A whole key is `{policy:key}:limit`: the braces are a Redis Cluster hash
 /// tag, so every limit of one policy and key lands in one slot. It is built in one
 /// buffer: the key extractor writes straight into it.
+///
+/// The buffer is the one the last finished decision of this thread handed back
+/// ([`recycle_storage_key`]) when there is one: the usual request then allocates nothing
+/// for its key.
 pub(super) fn storage_key_start(policy: &str, limit: &str, key_len: usize) -> String {
-    let mut out = String::with_capacity(policy.len() + key_len + limit.len() + 4);
+    let mut out = SPARE_KEY.with(Cell::take);
+    out.clear();
+    out.reserve(policy.len() + key_len + limit.len() + 4);
     out.push('{');
     out.push_str(policy);
     out.push(':');
     out
+}
+
+/// Keeps a finished decision's storage key buffer for the next [`storage_key_start`] on
+/// this thread. One per thread, and only a small one (a key longer than
+/// [`MAX_SPARE_KEY`] is freed): the spare never holds more than a few hundred bytes.
+pub(super) fn recycle_storage_key(key: String) {
+    if key.capacity() <= MAX_SPARE_KEY {
+        SPARE_KEY.with(|spare| spare.set(key));
+    }
+}
+
+/// The largest buffer kept as a thread's spare storage key.
+const MAX_SPARE_KEY: usize = 256;
+
+thread_local! {
+    /// A storage key buffer handed back by the last decision that finished on this
+    /// thread (its text is cleared before reuse; it never leaves the limiter).
+    static SPARE_KEY: Cell<String> = const { Cell::new(String::new()) };
 }
 
 /// The result of [`RateLimiter::prepare`](super::RateLimiter::prepare).
@@ -119,4 +151,75 @@ pub enum Prepared {
     Done(Decision),
     /// The store must be asked.
     Pending(Pending),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Limits, Prepared, RateLimiter};
+    use crate::key::Key;
+    use crate::policy::Policy;
+
+    fn request(key: &str) -> http::request::Parts {
+        http::Request::get("/")
+            .header("x-api-key", key)
+            .body(())
+            .expect("request")
+            .into_parts()
+            .0
+    }
+
+    /// A decision hands its key buffer to the next request on the thread: the next
+    /// key must hold only its own text, shorter or longer than the last one.
+    #[test]
+    fn a_recycled_key_buffer_holds_only_the_next_key() {
+        let limiter = RateLimiter::builder()
+            .policy(Policy::single(
+                "p",
+                "100/s".parse().expect("spec"),
+                Key::header("x-api-key"),
+            ))
+            .build()
+            .expect("limiter");
+        let long = "k".repeat(100);
+        let huge = "h".repeat(1000);
+        for key in [long.as_str(), "b", "", huge.as_str(), "c", long.as_str()] {
+            let Prepared::Pending(pending) = limiter.prepare(&request(key)) else {
+                // An empty header is a missing key: answered without a storage key.
+                assert!(key.is_empty());
+                continue;
+            };
+            assert_eq!(pending.checks()[0].key, format!("{{p:{key}}}:p"));
+            let decision = limiter.try_decide_now(pending).expect("memory answers now");
+            assert!(decision.passes());
+            assert_eq!(decision.limits.len(), 1);
+            assert_eq!(&*decision.limits[0].name, "p");
+        }
+    }
+
+    #[test]
+    fn limits_read_as_a_slice_and_collect_back() {
+        let limiter = RateLimiter::builder()
+            .policy(Policy::single(
+                "p",
+                "2/m".parse().expect("spec"),
+                Key::header("x-api-key"),
+            ))
+            .build()
+            .expect("limiter");
+        let Prepared::Pending(pending) = limiter.prepare(&request("a")) else {
+            panic!("a keyed request waits for the store");
+        };
+        let decision = limiter.try_decide_now(pending).expect("memory answers now");
+        let remaining: Vec<u64> = decision
+            .limits
+            .iter()
+            .map(|l| l.verdict.remaining)
+            .collect();
+        assert_eq!(remaining, [1]);
+        let copy: Limits = decision.limits.clone().into_iter().collect();
+        assert_eq!(copy, decision.limits);
+        assert_eq!(Vec::from(copy.clone()), copy.to_vec());
+        assert_eq!(format!("{copy:?}"), format!("{:?}", copy.to_vec()));
+        assert!(Limits::new().is_empty());
+    }
 }

@@ -4,7 +4,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::{Decision, DecisionKind, FailureMode, LimitStatus, Pending, RateLimiter, Unavailable};
+use super::pending::recycle_storage_key;
+use super::{
+    Decision, DecisionKind, FailureMode, LimitStatus, Limits, Pending, RateLimiter, Unavailable,
+};
 use crate::algorithm::Verdict;
 use crate::store::Check;
 
@@ -32,7 +35,11 @@ impl RateLimiter {
             // The usual one-limit policy: the verdict by value, no `Vec`.
             [one] => match store.check_one_now(one, pending.cost) {
                 Some(Ok(verdict)) => {
-                    return Ok(self.record_at(self.finish_owned(pending, verdict), slot));
+                    // Counted by reference: a `Decision` is large enough that every move
+                    // is a `memcpy`.
+                    let decision = self.finish_owned(pending, verdict);
+                    self.count(&decision, slot);
+                    return Ok(decision);
                 }
                 Some(Err(e)) => Err(e),
                 None => return Err(pending),
@@ -109,7 +116,9 @@ impl RateLimiter {
         inner
             .metrics
             .circuit(inner.store_kind, inner.breaker.state());
-        self.record_at(decision, pending.policy_index)
+        let decision = self.record_at(decision, pending.policy_index);
+        pending.recycle();
+        decision
     }
 
     fn cached_refusal(&self, pending: &Pending) -> Option<Decision> {
@@ -162,7 +171,32 @@ impl RateLimiter {
             checks,
             ..
         } = pending;
-        assemble(policy, shadow, names, &checks, [verdict], false)
+        let decision = match (names.into_inner(), checks.as_slice()) {
+            // One limit, the usual policy: its status goes straight into the inline
+            // `Limits`, with no iterator to collect.
+            (Ok([name]), [check]) => {
+                let status = LimitStatus {
+                    name,
+                    spec: check.spec,
+                    verdict,
+                };
+                let kind = verdict_kind(verdict.allowed, shadow);
+                Decision {
+                    kind,
+                    policy: Some(policy),
+                    limits: Limits::one(status),
+                    from_fallback: false,
+                    shadow,
+                }
+            }
+            (Ok(names), _) => assemble(policy, shadow, names, &checks, [verdict], false),
+            (Err(names), _) => assemble(policy, shadow, names, &checks, [verdict], false),
+        };
+        // The storage key is done with: its buffer serves the next request's key.
+        if let Some(check) = checks.into_iter().next() {
+            recycle_storage_key(check.key);
+        }
+        decision
     }
 
     pub(super) fn on_failure(&self, pending: &Pending, error: &Unavailable) -> Decision {
@@ -199,8 +233,14 @@ impl RateLimiter {
     /// Records a decision of the policy at `index` (its metric keys are built once), or
     /// of an ad-hoc policy (`None`: the key is built from the decision's policy name).
     pub(super) fn record_at(&self, decision: Decision, index: Option<usize>) -> Decision {
-        if decision.kind != DecisionKind::Unmatched {
-            self.inner.metrics.decided(&decision, index);
+        self.count(&decision, index);
+        decision
+    }
+
+    /// What [`record_at`](Self::record_at) does, without moving the decision.
+    fn count(&self, decision: &Decision, index: Option<usize>) {
+        if !matches!(decision.kind, DecisionKind::Unmatched) {
+            self.inner.metrics.decided(decision, index);
         }
         if decision.shadow && !decision.kind_passes() {
             tracing::debug!(
@@ -209,7 +249,6 @@ impl RateLimiter {
                 "shadow policy would have answered differently; the request passes"
             );
         }
-        decision
     }
 }
 
@@ -223,29 +262,32 @@ fn assemble(
     verdicts: impl IntoIterator<Item = Verdict>,
     from_fallback: bool,
 ) -> Decision {
-    let mut limits = Vec::with_capacity(checks.len());
-    limits.extend(
-        names
-            .into_iter()
-            .zip(checks)
-            .zip(verdicts)
-            .map(|((name, check), verdict)| LimitStatus {
-                name,
-                spec: check.spec,
-                verdict,
-            }),
-    );
+    let limits: Limits = names
+        .into_iter()
+        .zip(checks)
+        .zip(verdicts)
+        .map(|((name, check), verdict)| LimitStatus {
+            name,
+            spec: check.spec,
+            verdict,
+        })
+        .collect();
     let allowed = limits.iter().all(|l| l.verdict.allowed);
-    let kind = match (allowed, shadow) {
-        (true, _) => DecisionKind::Allowed,
-        (false, true) => DecisionKind::ShadowLimited,
-        (false, false) => DecisionKind::Limited,
-    };
     Decision {
-        kind,
+        kind: verdict_kind(allowed, shadow),
         policy: Some(policy),
         limits,
         from_fallback,
         shadow,
+    }
+}
+
+/// The kind of a decision the store answered: whether every limit admitted, and the
+/// policy's shadow mode.
+fn verdict_kind(allowed: bool, shadow: bool) -> DecisionKind {
+    match (allowed, shadow) {
+        (true, _) => DecisionKind::Allowed,
+        (false, true) => DecisionKind::ShadowLimited,
+        (false, false) => DecisionKind::Limited,
     }
 }
