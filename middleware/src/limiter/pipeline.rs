@@ -62,8 +62,10 @@ impl RateLimiter {
     /// tried [`try_decide_now`](Self::try_decide_now).
     pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
         // Leased limits (issue 13, limiter/lease) refill or fall back to exact there.
+        // Boxed: that path embeds the exact one and more, and an unboxed branch would
+        // size every exact decision's future (boxed per request by the layer) for it.
         if self.leases_apply(&pending) {
-            return self.ask_store_leased(pending).await;
+            return Box::pin(self.ask_store_leased(pending)).await;
         }
         self.ask_store_exact(pending).await
     }

@@ -562,12 +562,7 @@ impl RedisStore {
                 return spanning::decide(self, checks, &groups, cost).await;
             }
         }
-        match &self.batch {
-            Some(batch) if checks.len() <= batch::MAX_KEYS => {
-                batch.submit(self, checks, cost).await
-            }
-            _ => self.eval_plain(checks, cost).await,
-        }
+        self.eval_plain(checks, cost).await
     }
 
     /// One script call deciding `checks` alone.
@@ -723,7 +718,12 @@ impl Store for RedisStore {
     }
 
     fn check<'a>(&'a self, checks: &'a [Check], cost: u64) -> StoreFuture<'a, Vec<Verdict>> {
-        Box::pin(self.run(checks, cost))
+        match &self.batch {
+            // Batching is off for a Redis Cluster, so `run`'s slot spanning never
+            // applies here.
+            Some(batch) if checks.len() <= batch::MAX_KEYS => batch.submit(self, checks, cost),
+            _ => Box::pin(self.run(checks, cost)),
+        }
     }
 
     fn is_partitioned(&self) -> bool {
