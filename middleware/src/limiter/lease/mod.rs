@@ -285,7 +285,7 @@ impl RateLimiter {
     /// [`lease_now`](Self::lease_now) could not answer it): refill the leases that ran
     /// out, or decide exactly when a key is cold, its budget is low or its refill is in
     /// flight; ask the store about the exact limits; all or nothing.
-    pub(super) async fn ask_store_leased(&self, pending: Pending) -> Decision {
+    pub(super) async fn ask_store_leased(&self, pending: &Pending) -> Decision {
         let Some(leases) = self.inner.leases.as_ref() else {
             return self.ask_store_exact(pending).await;
         };
@@ -321,7 +321,7 @@ impl RateLimiter {
             }
         }
         if exact {
-            self.undo(leases, &pending, &plans, now);
+            self.undo(leases, pending, &plans, now);
             return self.exact_for_leased(leases, pending).await;
         }
         // A request dropped while its refill is in flight (a client that went away)
@@ -396,7 +396,7 @@ impl RateLimiter {
                     plans[p].1 = Plan::Reserved(verdict, generation);
                 }
                 None => {
-                    self.undo(leases, &pending, &plans, now);
+                    self.undo(leases, pending, &plans, now);
                     return match answer {
                         Err(error) => {
                             self.record_at(self.on_failure(&pending, &error), pending.policy_index)
@@ -427,14 +427,14 @@ impl RateLimiter {
             match self.guarded(self.inner.store.check(&checks, cost)).await {
                 Ok(answer) => {
                     if !answer.iter().all(|v| v.allowed) {
-                        self.undo(leases, &pending, &plans, now);
+                        self.undo(leases, pending, &plans, now);
                     }
                     for (&i, v) in exact_idx.iter().zip(answer) {
                         verdicts[i] = Some(v);
                     }
                 }
                 Err(error) => {
-                    self.undo(leases, &pending, &plans, now);
+                    self.undo(leases, pending, &plans, now);
                     return self.record_at(self.on_failure(&pending, &error), pending.policy_index);
                 }
             }
@@ -446,9 +446,9 @@ impl RateLimiter {
             }
             None => {
                 let error = crate::store::StoreError::protocol("a limit went unanswered");
-                self.undo(leases, &pending, &plans, now);
+                self.undo(leases, pending, &plans, now);
                 self.record_at(
-                    self.on_failure(&pending, &Unavailable::Store(error)),
+                    self.on_failure(pending, &Unavailable::Store(error)),
                     pending.policy_index,
                 )
             }
@@ -457,7 +457,7 @@ impl RateLimiter {
 
     /// Decides a leased request exactly and remembers what the store reported for each
     /// leased key (its remaining budget decides when leasing resumes).
-    async fn exact_for_leased(&self, leases: &Leases, pending: Pending) -> Decision {
+    async fn exact_for_leased(&self, leases: &Leases, pending: &Pending) -> Decision {
         let leased: Vec<(String, bool)> = pending
             .checks
             .iter()
