@@ -399,7 +399,7 @@ impl RateLimiter {
                     self.undo(leases, pending, &plans, now);
                     return match answer {
                         Err(error) => {
-                            self.record_at(self.on_failure(&pending, &error), pending.policy_index)
+                            self.record_at(self.on_failure(pending, &error), pending.policy_index)
                         }
                         // Refused: not enough budget for a slice. The exact decision
                         // answers this request, and the key stays exact until the
@@ -435,14 +435,14 @@ impl RateLimiter {
                 }
                 Err(error) => {
                     self.undo(leases, pending, &plans, now);
-                    return self.record_at(self.on_failure(&pending, &error), pending.policy_index);
+                    return self.record_at(self.on_failure(pending, &error), pending.policy_index);
                 }
             }
         }
         let verdicts: Option<Vec<Verdict>> = verdicts.into_iter().collect();
         match verdicts {
             Some(verdicts) => {
-                self.record_at(self.finish(&pending, verdicts, false), pending.policy_index)
+                self.record_at(self.finish(pending, verdicts, false), pending.policy_index)
             }
             None => {
                 let error = crate::store::StoreError::protocol("a limit went unanswered");
