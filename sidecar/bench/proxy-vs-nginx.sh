@@ -11,7 +11,8 @@
 #   redis         tollgate-sidecar, Redis store, --key global
 #   redis-rand    tollgate-sidecar, Redis store, --key header:x-api-key, 100k random keys
 # Extra rows on request (CONFIGS): mem-rand (memory store, 100k random header keys); mem-alt
-# (as mem, but another build of the sidecar, ALT_BIN=path: to compare a change in one run); bare
+# and redis-rand-alt (as mem and redis-rand, but another build of the sidecar, ALT_BIN=path: to
+# compare a change in one run; the two Redis rows share one redis-server); bare
 # (sidecar/examples/bare_proxy.rs: hyper server + one upstream connection per client
 # connection, nothing else — the floor of a hyper proxy).
 #
@@ -46,7 +47,7 @@
 #   UPSTREAM=nginx|trivial      the service behind every proxy (default nginx `return 200`)
 #   SIDECAR_ARGS="..."          extra flags for every sidecar (e.g. to compare settings)
 #   SIDECAR_BIN=path            the sidecar binary to run (default: build it in release)
-#   ALT_BIN=path                the binary of the mem-alt row
+#   ALT_BIN=path                the binary of the mem-alt and redis-rand-alt rows
 #   BARE_BIN=path               the bare row's binary (default: build the bare_proxy example)
 #   OUT=FILE                    also write the raw per-run lines to FILE
 #   DOCS=1                      write the table into docs/benchmarks.md (0: do not)
@@ -237,6 +238,10 @@ for c in $CONFIGS; do
                 describe[$c]="tollgate-sidecar, Redis store, global key" ;;
     redis-rand) start_sidecar redis-rand header:x-api-key "$redis_port"
                 describe[$c]="tollgate-sidecar, Redis store, $KEYS random header keys" ;;
+    redis-rand-alt)
+                [ -n "${ALT_BIN:-}" ] || { echo "redis-rand-alt needs ALT_BIN" >&2; exit 64; }
+                start_sidecar redis-rand-alt header:x-api-key "$redis_port" "$ALT_BIN"
+                describe[$c]="tollgate-sidecar, Redis store, $KEYS random header keys, $ALT_BIN" ;;
     *) echo "unknown configuration $c" >&2; exit 64 ;;
   esac
 done
@@ -396,12 +401,12 @@ table="$tmp/table.md"
   done
   echo
   echo "Ratios are medians of the per-round ratios (same round, same machine conditions)."
-  for pair in "mem nginx-auto" "redis-rand mem" "redis mem"; do
+  for pair in "mem nginx-auto" "redis-rand mem" "redis mem" "redis-rand-alt mem" "redis-rand redis-rand-alt"; do
     set -- $pair
     has "$1" && has "$2" || continue
     printf -- '- %s / %s per round: %s\n' "$1" "$2" "$(per_round_ratio "$1" "$2" | paste -sd' ' | sed 's/ /, /g')"
   done
-  for c in redis redis-rand; do
+  for c in redis redis-rand redis-rand-alt; do
     has "$c" || continue
     printf -- '- %s: %s script calls and %s commands in all (with those the scripts ran) per request; redis-server used %s µs of CPU per request (/proc, incl. networking).\n' \
       "$c" "$(field "$c" redis_calls | median)" "$(field "$c" redis_all | median)" "$(field "$c" cpu_us_redis_proc | median)"

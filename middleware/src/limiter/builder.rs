@@ -241,10 +241,11 @@ impl RateLimiterBuilder {
                 .build()
         });
         let names: Vec<Arc<str>> = self.policies.iter().map(|p| p.name.clone()).collect();
+        let store_kind = store.kind();
         let limiter = RateLimiter {
             inner: Arc::new(Inner {
                 policies: self.policies,
-                store_kind: store.kind(),
+                store_kind,
                 store,
                 fallback,
                 failure_mode: self.failure_mode,
@@ -255,7 +256,7 @@ impl RateLimiterBuilder {
                 clock,
                 log: LogThrottle::new(),
                 last_error: Default::default(),
-                metrics: LimiterMetrics::new(&self.metric_labels, &names),
+                metrics: LimiterMetrics::new(&self.metric_labels, &names, store_kind),
                 leases: (!local).then(|| Leases::new(self.lease)),
             }),
         };

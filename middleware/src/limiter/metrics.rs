@@ -129,10 +129,25 @@ pub(crate) struct LimiterMetrics {
     /// handle would stay bound to the recorder of its first use (a recorder installed
     /// later, or a thread-local one in a test, would never see the counts).
     decided: Arc<[[Key; DECISION_LABELS.len()]]>,
+    /// The store whose per-decision series (`DECISION_DURATION`, `CIRCUIT_STATE`) are
+    /// prebuilt below, and those two keys: a remote decision records both, and building
+    /// a key per decision costs a `Vec` of labels and hashing them.
+    store: Option<Arc<StoreKeys>>,
+}
+
+/// The prebuilt keys of one store's per-decision series.
+struct StoreKeys {
+    kind: &'static str,
+    latency: Key,
+    circuit: Key,
 }
 
 impl LimiterMetrics {
-    pub(crate) fn new(labels: &[(Arc<str>, Arc<str>)], policies: &[Arc<str>]) -> Self {
+    pub(crate) fn new(
+        labels: &[(Arc<str>, Arc<str>)],
+        policies: &[Arc<str>],
+        store: &'static str,
+    ) -> Self {
         let mut metrics = LimiterMetrics {
             labels: labels
                 .iter()
@@ -141,7 +156,15 @@ impl LimiterMetrics {
                 })
                 .collect(),
             decided: Arc::new([]),
+            store: None,
         };
+        let store_labels = || metrics.with([("store", SharedString::const_str(store))]);
+        let keys = StoreKeys {
+            kind: store,
+            latency: Key::from_parts(DECISION_DURATION, store_labels()),
+            circuit: Key::from_parts(CIRCUIT_STATE, store_labels()),
+        };
+        metrics.store = Some(Arc::new(keys));
         metrics.decided = policies
             .iter()
             .map(|policy| {
@@ -190,8 +213,18 @@ impl LimiterMetrics {
     }
 
     pub(crate) fn store_latency(&self, store: &'static str, elapsed: Duration) {
+        if let Some(keys) = self.store_keys(store) {
+            metrics::with_recorder(|r| r.register_histogram(&keys.latency, &METADATA))
+                .record(elapsed.as_secs_f64());
+            return;
+        }
         let labels = self.with([("store", SharedString::const_str(store))]);
         metrics::histogram!(DECISION_DURATION, labels).record(elapsed.as_secs_f64());
+    }
+
+    /// The prebuilt keys when `store` is the limiter's own store.
+    fn store_keys(&self, store: &'static str) -> Option<&StoreKeys> {
+        self.store.as_deref().filter(|keys| keys.kind == store)
     }
 
     pub(crate) fn store_error(&self, store: &'static str, kind: &'static str) {
@@ -203,6 +236,11 @@ impl LimiterMetrics {
     }
 
     pub(crate) fn circuit(&self, store: &'static str, state: CircuitState) {
+        if let Some(keys) = self.store_keys(store) {
+            metrics::with_recorder(|r| r.register_gauge(&keys.circuit, &METADATA))
+                .set(state as u8 as f64);
+            return;
+        }
         let labels = self.with([("store", SharedString::const_str(store))]);
         metrics::gauge!(CIRCUIT_STATE, labels).set(state as u8 as f64);
     }

@@ -61,25 +61,31 @@ impl RateLimiter {
     pub async fn decide(&self, pending: Pending) -> Decision {
         match self.try_decide_now(pending) {
             Ok(decision) => decision,
-            Err(pending) => self.ask_store(pending).await,
+            Err(pending) => self.ask_store(&pending).await,
         }
     }
 
     /// The store round trip of [`decide`](Self::decide), for callers that already
     /// tried [`try_decide_now`](Self::try_decide_now).
-    pub(crate) async fn ask_store(&self, pending: Pending) -> Decision {
+    ///
+    /// Takes the request by reference, as every step below does: the caller's future
+    /// holds it once, where passing it by value would store a copy in each nested
+    /// future (the layer boxes this one per request).
+    pub(crate) async fn ask_store(&self, pending: &Pending) -> Decision {
         // Leased limits (issue 13, limiter/lease) refill or fall back to exact there.
-        if self.leases_apply(&pending) {
-            return self.ask_store_leased(pending).await;
+        // Boxed: that path embeds the exact one and more, and an unboxed branch would
+        // size every exact decision's future (boxed per request by the layer) for it.
+        if self.leases_apply(pending) {
+            return Box::pin(self.ask_store_leased(pending)).await;
         }
         self.ask_store_exact(pending).await
     }
 
     /// The exact store round trip: every limit decided by the store.
-    pub(super) async fn ask_store_exact(&self, pending: Pending) -> Decision {
+    pub(super) async fn ask_store_exact(&self, pending: &Pending) -> Decision {
         let inner = &self.inner;
         if !inner.breaker.allow() {
-            let decision = self.on_failure(&pending, &Unavailable::CircuitOpen);
+            let decision = self.on_failure(pending, &Unavailable::CircuitOpen);
             return self.record_at(decision, pending.policy_index);
         }
         let started = Instant::now();
@@ -97,7 +103,7 @@ impl RateLimiter {
             Ok(verdicts) => {
                 inner.breaker.success();
                 inner.last_error.clear();
-                let decision = self.finish(&pending, verdicts, false);
+                let decision = self.finish(pending, verdicts, false);
                 if let (Some(cache), DecisionKind::Limited) = (&inner.deny_cache, &decision.kind) {
                     cache.insert(
                         pending.cache_key(),
@@ -110,7 +116,7 @@ impl RateLimiter {
             }
             Err(e) => {
                 inner.breaker.failure();
-                self.on_failure(&pending, &e)
+                self.on_failure(pending, &e)
             }
         };
         inner

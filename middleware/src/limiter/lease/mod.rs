@@ -285,7 +285,7 @@ impl RateLimiter {
     /// [`lease_now`](Self::lease_now) could not answer it): refill the leases that ran
     /// out, or decide exactly when a key is cold, its budget is low or its refill is in
     /// flight; ask the store about the exact limits; all or nothing.
-    pub(super) async fn ask_store_leased(&self, pending: Pending) -> Decision {
+    pub(super) async fn ask_store_leased(&self, pending: &Pending) -> Decision {
         let Some(leases) = self.inner.leases.as_ref() else {
             return self.ask_store_exact(pending).await;
         };
@@ -321,7 +321,7 @@ impl RateLimiter {
             }
         }
         if exact {
-            self.undo(leases, &pending, &plans, now);
+            self.undo(leases, pending, &plans, now);
             return self.exact_for_leased(leases, pending).await;
         }
         // A request dropped while its refill is in flight (a client that went away)
@@ -396,10 +396,10 @@ impl RateLimiter {
                     plans[p].1 = Plan::Reserved(verdict, generation);
                 }
                 None => {
-                    self.undo(leases, &pending, &plans, now);
+                    self.undo(leases, pending, &plans, now);
                     return match answer {
                         Err(error) => {
-                            self.record_at(self.on_failure(&pending, &error), pending.policy_index)
+                            self.record_at(self.on_failure(pending, &error), pending.policy_index)
                         }
                         // Refused: not enough budget for a slice. The exact decision
                         // answers this request, and the key stays exact until the
@@ -427,28 +427,28 @@ impl RateLimiter {
             match self.guarded(self.inner.store.check(&checks, cost)).await {
                 Ok(answer) => {
                     if !answer.iter().all(|v| v.allowed) {
-                        self.undo(leases, &pending, &plans, now);
+                        self.undo(leases, pending, &plans, now);
                     }
                     for (&i, v) in exact_idx.iter().zip(answer) {
                         verdicts[i] = Some(v);
                     }
                 }
                 Err(error) => {
-                    self.undo(leases, &pending, &plans, now);
-                    return self.record_at(self.on_failure(&pending, &error), pending.policy_index);
+                    self.undo(leases, pending, &plans, now);
+                    return self.record_at(self.on_failure(pending, &error), pending.policy_index);
                 }
             }
         }
         let verdicts: Option<Vec<Verdict>> = verdicts.into_iter().collect();
         match verdicts {
             Some(verdicts) => {
-                self.record_at(self.finish(&pending, verdicts, false), pending.policy_index)
+                self.record_at(self.finish(pending, verdicts, false), pending.policy_index)
             }
             None => {
                 let error = crate::store::StoreError::protocol("a limit went unanswered");
-                self.undo(leases, &pending, &plans, now);
+                self.undo(leases, pending, &plans, now);
                 self.record_at(
-                    self.on_failure(&pending, &Unavailable::Store(error)),
+                    self.on_failure(pending, &Unavailable::Store(error)),
                     pending.policy_index,
                 )
             }
@@ -457,7 +457,7 @@ impl RateLimiter {
 
     /// Decides a leased request exactly and remembers what the store reported for each
     /// leased key (its remaining budget decides when leasing resumes).
-    async fn exact_for_leased(&self, leases: &Leases, pending: Pending) -> Decision {
+    async fn exact_for_leased(&self, leases: &Leases, pending: &Pending) -> Decision {
         let leased: Vec<(String, bool)> = pending
             .checks
             .iter()

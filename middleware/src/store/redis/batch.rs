@@ -31,11 +31,12 @@
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
+use smallvec::SmallVec;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{Mode, RedisStore};
 use crate::algorithm::{LimitSpec, Verdict};
-use crate::store::{Check, StoreError, StoreErrorKind};
+use crate::store::{Check, StoreError, StoreErrorKind, StoreFuture};
 
 /// At most this many keys in one call: bounds the script's reply and the time one call
 /// holds Redis (other clients wait while a script runs). A request with more keys than
@@ -45,8 +46,8 @@ pub(super) const MAX_KEYS: usize = 1024;
 /// One queued decision: what the script needs, owned (it crosses to the driver task),
 /// and where its answer goes.
 struct Queued {
-    keys: Vec<String>,
-    specs: Vec<LimitSpec>,
+    /// Each limit's Redis key and spec; inline for the usual one-limit policy.
+    limits: SmallVec<[(String, LimitSpec); 1]>,
     cost: u64,
     reply: oneshot::Sender<Result<Vec<Verdict>, StoreError>>,
 }
@@ -86,38 +87,48 @@ impl Batcher {
     }
 
     /// Decides `checks` in the next batch of `store`.
-    pub(super) async fn submit(
-        &self,
-        store: &RedisStore,
-        checks: &[Check],
+    ///
+    /// The returned future is small on purpose: a queued decision (the common case
+    /// under load) only waits for its answer, so its future holds the receiver and
+    /// nothing else. The direct call, which drives redis-rs' (much larger) futures,
+    /// gets its own box, allocated only when nothing is in flight: a future sized for
+    /// the largest path would cost every decision a large allocation and its moves.
+    pub(super) fn submit<'a>(
+        &'a self,
+        store: &'a RedisStore,
+        checks: &'a [Check],
         cost: u64,
-    ) -> Result<Vec<Verdict>, StoreError> {
-        // Nothing in flight: this call is the only one, send it now from this task.
-        if self
-            .in_flight
-            .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-        {
-            let _in_flight = InFlight(Arc::clone(&self.in_flight));
-            return store.eval_plain(checks, cost).await;
-        }
-        let (reply, answer) = oneshot::channel();
-        let queued = Queued {
-            keys: checks.iter().map(|c| store.redis_key(c)).collect(),
-            specs: checks.iter().map(|c| c.spec).collect(),
-            cost,
-            reply,
-        };
-        let Some(tx) = self.sender(store) else {
-            // No Tokio runtime to run a driver on: decide in the caller's own task.
-            return store.eval_plain(checks, cost).await;
-        };
-        if let Err(mpsc::error::SendError(queued)) = tx.send(queued) {
-            // The driver's runtime shut down between `sender` and here.
-            let _ = queued;
-            return Err(stopped());
-        }
-        answer.await.unwrap_or_else(|_| Err(stopped()))
+    ) -> StoreFuture<'a, Vec<Verdict>> {
+        Box::pin(async move {
+            // Nothing in flight: this call is the only one, send it now from this task.
+            if self
+                .in_flight
+                .compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                let _in_flight = InFlight(Arc::clone(&self.in_flight));
+                return Box::pin(store.eval_plain(checks, cost)).await;
+            }
+            let (reply, answer) = oneshot::channel();
+            let queued = Queued {
+                limits: checks
+                    .iter()
+                    .map(|c| (store.redis_key(c), c.spec))
+                    .collect(),
+                cost,
+                reply,
+            };
+            let Some(tx) = self.sender(store) else {
+                // No Tokio runtime to run a driver on: decide in the caller's own task.
+                return Box::pin(store.eval_plain(checks, cost)).await;
+            };
+            if let Err(mpsc::error::SendError(queued)) = tx.send(queued) {
+                // The driver's runtime shut down between `sender` and here.
+                let _ = queued;
+                return Err(stopped());
+            }
+            answer.await.unwrap_or_else(|_| Err(stopped()))
+        })
     }
 
     /// The driver's queue, spawning the driver when there is none or it has stopped.
@@ -168,15 +179,15 @@ async fn drive(
                 None => return,
             },
         };
-        let mut keys = first.keys.len();
+        let mut keys = first.limits.len();
         batch.push(first);
         while batch.len() < max {
             let Ok(next) = rx.try_recv() else { break };
-            if keys + next.keys.len() > MAX_KEYS {
+            if keys + next.limits.len() > MAX_KEYS {
                 carried = Some(next);
                 break;
             }
-            keys += next.keys.len();
+            keys += next.limits.len();
             batch.push(next);
         }
         // A caller that gave up before its batch left consumes nothing.
@@ -186,7 +197,7 @@ async fn drive(
         }
         let requests = batch.iter().map(|q| {
             (
-                q.keys.iter().map(String::as_str).zip(q.specs.iter()),
+                q.limits.iter().map(|(key, spec)| (key.as_str(), spec)),
                 q.cost,
                 Mode::Plain,
             )

@@ -562,12 +562,7 @@ impl RedisStore {
                 return spanning::decide(self, checks, &groups, cost).await;
             }
         }
-        match &self.batch {
-            Some(batch) if checks.len() <= batch::MAX_KEYS => {
-                batch.submit(self, checks, cost).await
-            }
-            _ => self.eval_plain(checks, cost).await,
-        }
+        self.eval_plain(checks, cost).await
     }
 
     /// One script call deciding `checks` alone.
@@ -608,11 +603,14 @@ impl RedisStore {
         let mut invocation = self.script.prepare_invoke();
         // The distinct limits of the batch (usually one or a few), sent once; each
         // request names them by number. Per request: its number of limits, cost, mode
-        // and those numbers, to send after the limits.
+        // and those numbers, to send after the limits. All of them go as one argument
+        // list (one `.arg` per request would allocate a list per value), the numbers of
+        // every request in one vector.
         let mut specs: Vec<&LimitSpec> = Vec::new();
-        let mut bodies: Vec<(u64, Mode<'_>, Vec<usize>)> = Vec::new();
+        let mut numbers: Vec<i128> = Vec::new();
+        let mut bodies: Vec<(u64, Mode<'_>, std::ops::Range<usize>)> = Vec::new();
         for (limits, cost, mode) in requests {
-            let mut numbers = Vec::new();
+            let first = numbers.len();
             for (key, spec) in limits {
                 invocation.key(key);
                 let number = match specs.iter().position(|s| *s == spec) {
@@ -622,34 +620,39 @@ impl RedisStore {
                         specs.len()
                     }
                 };
-                numbers.push(number);
+                numbers.push(number as i128);
             }
-            bodies.push((cost, mode, numbers));
+            bodies.push((cost, mode, first..numbers.len()));
         }
         let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         invocation
             .arg(now.as_deref().unwrap_or(""))
             .arg(self.grace_ms)
             .arg(specs.len());
+        // i128: every u64 and i64 below, printed exactly as before.
+        let mut ints: Vec<i128> =
+            Vec::with_capacity(5 * specs.len() + 1 + 3 * bodies.len() + numbers.len());
         for spec in &specs {
-            invocation
-                .arg(spec.algorithm().code())
-                .arg(spec.quota())
-                .arg(spec.period_ms())
-                .arg(spec.burst())
-                .arg(spec.interval_us());
+            ints.extend([
+                i128::from(spec.algorithm().code()),
+                i128::from(spec.quota()),
+                i128::from(spec.period_ms()),
+                i128::from(spec.burst()),
+                i128::from(spec.interval_us()),
+            ]);
         }
-        invocation.arg(bodies.len());
+        ints.push(bodies.len() as i128);
         let mut shapes = Vec::with_capacity(bodies.len());
-        for (cost, mode, numbers) in bodies {
-            let n = numbers.len();
+        for (cost, mode, range) in bodies {
+            let n = range.len();
             let code = match mode {
                 Mode::Plain => 0,
                 Mode::Charge => 1,
                 Mode::Probe => 2,
                 Mode::Refund(_) => 3,
             };
-            invocation.arg(n).arg(cost).arg(code).arg(&numbers);
+            ints.extend([n as i128, i128::from(cost), code]);
+            ints.extend_from_slice(&numbers[range]);
             if let Mode::Refund(marks) = mode {
                 if marks.len() != n {
                     return Err(StoreError::protocol(format!(
@@ -657,10 +660,13 @@ impl RedisStore {
                         marks.len()
                     )));
                 }
-                invocation.arg(marks);
+                // The marks come last in a refund's arguments: flush what precedes them.
+                invocation.arg(&ints).arg(marks);
+                ints.clear();
             }
             shapes.push((n, matches!(mode, Mode::Charge)));
         }
+        invocation.arg(&ints);
         Ok(Call { invocation, shapes })
     }
 
@@ -723,7 +729,12 @@ impl Store for RedisStore {
     }
 
     fn check<'a>(&'a self, checks: &'a [Check], cost: u64) -> StoreFuture<'a, Vec<Verdict>> {
-        Box::pin(self.run(checks, cost))
+        match &self.batch {
+            // Batching is off for a Redis Cluster, so `run`'s slot spanning never
+            // applies here.
+            Some(batch) if checks.len() <= batch::MAX_KEYS => batch.submit(self, checks, cost),
+            _ => Box::pin(self.run(checks, cost)),
+        }
     }
 
     fn is_partitioned(&self) -> bool {
