@@ -260,12 +260,12 @@ async fn config_shows_effective_values_not_nulls() {
 }
 
 #[test]
-fn toml_errors_name_the_right_line() {
+fn toml_errors_name_the_right_line_and_field() {
     let text = "listen = \"127.0.0.1:0\"\n\n[proxy]\nconnect_timeout_ms = \"soon\"\n";
     let err = FileConfig::from_toml("f.toml", text).expect_err("a string for a number");
-    assert_eq!(err.field, "line 4", "{err}");
+    assert_eq!(err.field, "line 4 (proxy.connect_timeout_ms)", "{err}");
     let err = FileConfig::from_toml("f.toml", "nonsense = 1\n").expect_err("unknown field");
-    assert_eq!(err.field, "line 1", "{err}");
+    assert_eq!(err.field, "line 1 (nonsense)", "{err}");
 }
 
 #[test]

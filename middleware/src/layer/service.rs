@@ -85,7 +85,7 @@ where
                 let clone = self.inner.clone();
                 let inner = std::mem::replace(&mut self.inner, clone);
                 let limiter = self.limiter.clone();
-                let decision = Box::pin(async move { limiter.ask_store(&pending).await });
+                let decision = Box::pin(async move { limiter.ask_store_owned(pending).await });
                 ResponseFuture::deciding(
                     decision,
                     inner,

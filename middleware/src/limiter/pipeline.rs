@@ -61,8 +61,16 @@ impl RateLimiter {
     pub async fn decide(&self, pending: Pending) -> Decision {
         match self.try_decide_now(pending) {
             Ok(decision) => decision,
-            Err(pending) => self.ask_store(&pending).await,
+            Err(pending) => self.ask_store_owned(pending).await,
         }
+    }
+
+    /// [`ask_store`](Self::ask_store) for a request the caller owns: its storage key's
+    /// buffer then serves this thread's next request.
+    pub(crate) async fn ask_store_owned(&self, pending: Pending) -> Decision {
+        let decision = self.ask_store(&pending).await;
+        pending.recycle();
+        decision
     }
 
     /// The store round trip of [`decide`](Self::decide), for callers that already
@@ -122,9 +130,7 @@ impl RateLimiter {
         inner
             .metrics
             .circuit(inner.store_kind, inner.breaker.state());
-        let decision = self.record_at(decision, pending.policy_index);
-        pending.recycle();
-        decision
+        self.record_at(decision, pending.policy_index)
     }
 
     fn cached_refusal(&self, pending: &Pending) -> Option<Decision> {
