@@ -12,7 +12,7 @@ mod common;
 mod support;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -140,14 +140,7 @@ async fn node(
             lease,
         ),
     );
-    let child = Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&*path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
+    let child = common::spawn_with_config(&path);
     wait_ready(admin).await;
     Node {
         child,

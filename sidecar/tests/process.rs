@@ -13,8 +13,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{
-    eventually, free_addr, metric_value, ready_status, signal, temp_file, wait_ready, write, Proc,
-    TempPath,
+    eventually, free_addr, metric_value, ready_status, signal, spawn_with_config, temp_file,
+    wait_ready, write, Proc, TempPath,
 };
 
 const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
@@ -96,18 +96,6 @@ struct Running {
     admin: SocketAddr,
     /// The config file; its directory is removed when the test ends.
     path: TempPath,
-}
-
-/// The sidecar binary serving the config file at `path` (stopped when dropped).
-fn spawn_with_config(path: &Path) -> Proc {
-    Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    )
 }
 
 /// Starts a real upstream and the sidecar binary with a config file (`file_name`, one

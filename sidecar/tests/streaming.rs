@@ -14,7 +14,6 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
 
 use axum::body::{Body, Bytes};
 use axum::extract::Request;
@@ -23,9 +22,7 @@ use axum::Router;
 use futures_util::StreamExt;
 use http_body_util::BodyExt;
 
-use common::{free_addr, temp_file, wait_ready, write, Proc};
-
-const BIN: &str = env!("CARGO_BIN_EXE_tollgate-sidecar");
+use common::{free_addr, temp_file, wait_ready, write};
 
 /// One transfer: 256 chunks of 1 MiB.
 const CHUNKS: usize = 256;
@@ -148,14 +145,7 @@ key = "ip"
 "#
         ),
     );
-    let child = Proc(
-        Command::new(BIN)
-            .arg("--config")
-            .arg(&*path)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn"),
-    );
+    let child = common::spawn_with_config(&path);
     wait_ready(admin).await;
     let pid = child.0.id();
 

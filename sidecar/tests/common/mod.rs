@@ -222,6 +222,19 @@ impl Drop for Proc {
     }
 }
 
+/// The sidecar binary serving the config file at `path`, its stderr discarded (stopped
+/// when dropped). Callers wait for readiness themselves (`wait_ready`).
+pub fn spawn_with_config(path: &std::path::Path) -> Proc {
+    Proc(
+        std::process::Command::new(env!("CARGO_BIN_EXE_tollgate-sidecar"))
+            .arg("--config")
+            .arg(path)
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("spawn the sidecar"),
+    )
+}
+
 /// A loopback address free at the time of the call, for a child process to bind.
 pub fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
