@@ -119,7 +119,7 @@ static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
 
 /// One limiter's recording handle: its static labels, shared by every series it emits.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub(crate) struct LimiterMetrics {
     /// Built once from `Arc<str>`s, so copying them into a key clones pointers only.
     labels: Arc<[Label]>,
@@ -132,7 +132,7 @@ pub(crate) struct LimiterMetrics {
     /// The store whose per-decision series (`DECISION_DURATION`, `CIRCUIT_STATE`) are
     /// prebuilt below, and those two keys: a remote decision records both, and building
     /// a key per decision costs a `Vec` of labels and hashing them.
-    store: Option<Arc<StoreKeys>>,
+    store: Arc<StoreKeys>,
 }
 
 /// The prebuilt keys of one store's per-decision series.
@@ -148,23 +148,24 @@ impl LimiterMetrics {
         policies: &[Arc<str>],
         store: &'static str,
     ) -> Self {
-        let mut metrics = LimiterMetrics {
-            labels: labels
-                .iter()
-                .map(|(k, v)| {
-                    Label::new(SharedString::from(k.clone()), SharedString::from(v.clone()))
-                })
-                .collect(),
-            decided: Arc::new([]),
-            store: None,
+        let labels: Arc<[Label]> = labels
+            .iter()
+            .map(|(k, v)| Label::new(SharedString::from(k.clone()), SharedString::from(v.clone())))
+            .collect();
+        let store_key = |name| {
+            let own = [("store", SharedString::const_str(store))];
+            Key::from_parts(name, labelled(&labels, own))
         };
-        let store_labels = || metrics.with([("store", SharedString::const_str(store))]);
-        let keys = StoreKeys {
+        let store = Arc::new(StoreKeys {
             kind: store,
-            latency: Key::from_parts(DECISION_DURATION, store_labels()),
-            circuit: Key::from_parts(CIRCUIT_STATE, store_labels()),
+            latency: store_key(DECISION_DURATION),
+            circuit: store_key(CIRCUIT_STATE),
+        });
+        let mut metrics = LimiterMetrics {
+            labels,
+            decided: Arc::new([]),
+            store,
         };
-        metrics.store = Some(Arc::new(keys));
         metrics.decided = policies
             .iter()
             .map(|policy| {
@@ -186,10 +187,7 @@ impl LimiterMetrics {
 
     /// The static labels followed by a series' own.
     fn with<const N: usize>(&self, own: [(&'static str, SharedString); N]) -> Vec<Label> {
-        let mut labels = Vec::with_capacity(self.labels.len() + N);
-        labels.extend(self.labels.iter().cloned());
-        labels.extend(own.into_iter().map(|(k, v)| Label::new(k, v)));
-        labels
+        labelled(&self.labels, own)
     }
 
     /// Counts a decision; `policy_index` is the policy's position in the limiter, `None`
@@ -224,7 +222,7 @@ impl LimiterMetrics {
 
     /// The prebuilt keys when `store` is the limiter's own store.
     fn store_keys(&self, store: &'static str) -> Option<&StoreKeys> {
-        self.store.as_deref().filter(|keys| keys.kind == store)
+        Some(&*self.store).filter(|keys| keys.kind == store)
     }
 
     pub(crate) fn store_error(&self, store: &'static str, kind: &'static str) {
@@ -287,6 +285,14 @@ impl LimiterMetrics {
         let labels = self.with([("policy", SharedString::from(policy.clone()))]);
         metrics::counter!(FALLBACK_DECISIONS, labels).increment(1);
     }
+}
+
+/// `base` followed by a series' own labels.
+fn labelled<const N: usize>(base: &[Label], own: [(&'static str, SharedString); N]) -> Vec<Label> {
+    let mut labels = Vec::with_capacity(base.len() + N);
+    labels.extend(base.iter().cloned());
+    labels.extend(own.into_iter().map(|(k, v)| Label::new(k, v)));
+    labels
 }
 
 #[cfg(test)]

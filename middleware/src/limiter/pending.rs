@@ -83,9 +83,7 @@ impl Pending {
 
     /// Done with: the first storage key's buffer serves this thread's next request.
     pub(super) fn recycle(self) {
-        if let Some(check) = self.checks.into_iter().next() {
-            recycle_storage_key(check.key);
-        }
+        recycle_checks(self.checks);
     }
 
     /// The checks that will be sent to the store.
@@ -126,10 +124,18 @@ pub(super) fn storage_key_start(policy: &str, limit: &str, key_len: usize) -> St
     out
 }
 
+/// Done with a request's checks: the first storage key's buffer serves this thread's
+/// next request ([`recycle_storage_key`]).
+pub(super) fn recycle_checks(checks: impl IntoIterator<Item = Check>) {
+    if let Some(check) = checks.into_iter().next() {
+        recycle_storage_key(check.key);
+    }
+}
+
 /// Keeps a finished decision's storage key buffer for the next [`storage_key_start`] on
 /// this thread. One per thread, and only a small one (a key longer than
 /// [`MAX_SPARE_KEY`] is freed): the spare never holds more than a few hundred bytes.
-pub(super) fn recycle_storage_key(key: String) {
+fn recycle_storage_key(key: String) {
     if key.capacity() <= MAX_SPARE_KEY {
         SPARE_KEY.with(|spare| spare.set(key));
     }

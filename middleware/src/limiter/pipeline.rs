@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::pending::recycle_storage_key;
+use super::pending::recycle_checks;
 use super::{
     Decision, DecisionKind, FailureMode, LimitStatus, Limits, Pending, RateLimiter, Unavailable,
 };
@@ -205,9 +205,7 @@ impl RateLimiter {
             (Err(names), _) => assemble(policy, shadow, names, &checks, [verdict], false),
         };
         // The storage key is done with: its buffer serves the next request's key.
-        if let Some(check) = checks.into_iter().next() {
-            recycle_storage_key(check.key);
-        }
+        recycle_checks(checks);
         decision
     }
 

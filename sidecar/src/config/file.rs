@@ -331,13 +331,14 @@ fn key_at(text: &str, line: usize) -> Option<String> {
                 None => continue,
             },
         };
-        let mut next: Vec<String> = Vec::new();
-        for (i, segment) in name.split('.').map(str::trim).enumerate() {
-            // A segment naming the element already open keeps its index.
-            let open = path.get(i).filter(|p| {
-                p.split('[').next() == Some(segment) && i + 1 < name.split('.').count()
-            });
-            next.push(open.cloned().unwrap_or_else(|| segment.to_owned()));
+        let segments: Vec<&str> = name.split('.').map(str::trim).collect();
+        let mut next: Vec<String> = Vec::with_capacity(segments.len());
+        for (i, segment) in segments.iter().enumerate() {
+            // A parent segment naming the element already open keeps its index.
+            let open = path
+                .get(i)
+                .filter(|p| i + 1 < segments.len() && p.split('[').next() == Some(*segment));
+            next.push(open.cloned().unwrap_or_else(|| (*segment).to_owned()));
         }
         if array {
             let whole = next.join(".");
