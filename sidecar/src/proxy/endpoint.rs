@@ -17,6 +17,7 @@
 //!   upstream closed it meanwhile) is retried once on a fresh one: nothing of it reached
 //!   the upstream, so the retry cannot duplicate it.
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
@@ -111,9 +112,12 @@ impl Endpoint {
             if sender.is_ready() {
                 return Some(sender);
             }
-            if let Ok(Ok(())) =
-                tokio::time::timeout(Duration::from_millis(100), sender.ready()).await
-            {
+            // Boxed: the timer would otherwise sit in every request's future.
+            let ready = Box::pin(tokio::time::timeout(
+                Duration::from_millis(100),
+                sender.ready(),
+            ));
+            if let Ok(Ok(())) = ready.await {
                 return Some(sender);
             }
         }
@@ -152,55 +156,110 @@ impl Endpoint {
         Ok(sender)
     }
 
-    /// Sends `request` (origin-form URI, `Host` set) and returns the response, whose
-    /// body returns the connection to this endpoint when read to its end.
+    /// A connection for the next request: an idle one, or a new one.
     ///
     /// # Errors
     ///
-    /// The failure, with the request handed back when none of it was sent (the
+    /// The connection could not be made (nothing was sent: the caller may try another
+    /// endpoint).
+    pub(super) async fn acquire(&self) -> Result<Conn, SendError> {
+        if let Some(sender) = self.take_idle().await {
+            return Ok(Conn {
+                sender,
+                fresh: false,
+            });
+        }
+        // Boxed: dialling is rare next to reusing, and its future (connect, handshake,
+        // timeout) would otherwise enlarge every request's future.
+        let sender = Box::pin(self.connect()).await?;
+        Ok(Conn {
+            sender,
+            fresh: true,
+        })
+    }
+
+    /// Sends `request` (origin-form URI, `Host` set) on `conn` and returns the response,
+    /// whose body returns the connection to this endpoint when read to its end.
+    ///
+    /// A request hyper could not even start on a pooled connection (the upstream closed
+    /// it meanwhile) is sent once more on a new one: none of it reached the upstream.
+    ///
+    /// # Errors
+    ///
+    /// The failure, with the request handed back when none of it was sent (that new
     /// connection could not be made), so the caller may try another endpoint.
-    pub(super) async fn send(
+    pub(super) fn send_on(
         self: &Arc<Self>,
-        mut request: Request<Incoming>,
-    ) -> Result<Response<PooledBody>, (SendError, Option<Request<Incoming>>)> {
-        let mut fresh = false;
-        loop {
-            let mut sender = match self.take_idle().await {
-                Some(sender) => sender,
-                None => {
-                    fresh = true;
-                    // Boxed: dialling is rare next to reusing, and its future (connect,
-                    // handshake, timeout) would otherwise enlarge every request's future,
-                    // which is moved as a whole between the layers.
-                    match Box::pin(self.connect()).await {
-                        Ok(sender) => sender,
-                        Err(e) => return Err((e, Some(request))),
-                    }
-                }
-            };
-            match sender.try_send_request(request).await {
-                Ok(response) => {
-                    let endpoint = self.clone();
-                    return Ok(response.map(|body| {
-                        let mut body = PooledBody {
-                            body,
-                            home: Some((sender, endpoint)),
-                        };
-                        // An empty body (HEAD, 204, 304) may never be polled.
-                        if body.body.is_end_stream() {
-                            body.release();
-                        }
-                        body
-                    }));
-                }
+        conn: Conn,
+        request: Request<Incoming>,
+    ) -> impl Future<Output = Result<Response<PooledBody>, Unsent>> + Send + 'static {
+        // Not an `async fn`: the request goes to hyper's connection task here, so the
+        // returned future does not keep a slot for it.
+        let Conn { mut sender, fresh } = conn;
+        let sent = sender.try_send_request(request);
+        let endpoint = self.clone();
+        async move {
+            let response = match sent.await {
+                Ok(response) => response,
                 Err(mut e) => match e.take_message() {
                     // Never started on a pooled connection: safe to try a fresh one.
-                    Some(unsent) if !fresh => request = unsent,
+                    // Boxed: rare, and it holds the request again.
+                    Some(unsent) if !fresh => {
+                        return Box::pin(endpoint.send_fresh(unsent)).await;
+                    }
                     _ => return Err((SendError::Http(e.into_error()), None)),
                 },
-            }
+            };
+            Ok(endpoint.pooled(response, sender))
         }
     }
+
+    /// [`send_on`](Self::send_on) on a new connection, for a request a pooled one could
+    /// not start.
+    async fn send_fresh(
+        self: &Arc<Self>,
+        request: Request<Incoming>,
+    ) -> Result<Response<PooledBody>, Unsent> {
+        let mut sender = match self.connect().await {
+            Ok(sender) => sender,
+            Err(e) => return Err((e, Some(request))),
+        };
+        let response = sender
+            .try_send_request(request)
+            .await
+            .map_err(|e| (SendError::Http(e.into_error()), None))?;
+        Ok(self.pooled(response, sender))
+    }
+
+    /// `response`, whose body takes `sender` home to this endpoint at its end.
+    fn pooled(
+        self: &Arc<Self>,
+        response: Response<Incoming>,
+        sender: SendRequest<Incoming>,
+    ) -> Response<PooledBody> {
+        let endpoint = self.clone();
+        response.map(|body| {
+            let mut body = PooledBody {
+                body,
+                home: Some((sender, endpoint)),
+            };
+            // An empty body (HEAD, 204, 304) may never be polled.
+            if body.body.is_end_stream() {
+                body.release();
+            }
+            body
+        })
+    }
+}
+
+/// A failed send, with the request when none of it was sent.
+pub(super) type Unsent = (SendError, Option<Request<Incoming>>);
+
+/// A connection taken for one request.
+pub(super) struct Conn {
+    sender: SendRequest<Incoming>,
+    /// Made for this request (not reused from the pool).
+    fresh: bool,
 }
 
 /// An upstream response body that returns its connection to the pool at its end.

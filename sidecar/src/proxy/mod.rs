@@ -37,12 +37,14 @@ use bytes::Bytes;
 use http::{Method, Request, Response, StatusCode, Version};
 use http_body_util::{Either, Full};
 use hyper::body::Incoming;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::time::Sleep;
 use tollgate::key::PeerAddr;
 use tollgate::limiter::LogThrottle;
 use tollgate::policy::PathMatch;
 use tower::Service;
 
+use self::endpoint::SendError;
 use self::upstream::{Clients, Upstream};
 use crate::config::{Config, ProxyConfig, Route};
 use crate::telemetry::{self, UPSTREAM_ERRORS, UPSTREAM_RETRIES};
@@ -140,32 +142,62 @@ impl Service<Request<Incoming>> for Proxy {
     }
 
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
-        let inner = self.inner.clone();
-        Box::pin(async move { Ok(inner.forward(request).await) })
+        // Everything that needs no waiting happens here, before the boxed future exists:
+        // that future then holds the request once and little else. (Built as one
+        // `async fn` doing both, it was 2.8 KB: the request stored at every nesting
+        // level, two timers, the h2c and retry paths' states. Past glibc's per-thread
+        // cache that costs a slow allocation and a 2.8 KB copy per request.)
+        match self.inner.prepare(request) {
+            Ok(forward) => { let f = self.inner.clone().send(forward); eprintln!("SIZE send={} ", std::mem::size_of_val(&f)); Box::pin(f) },
+            Err(response) => Box::pin(std::future::ready(Ok(response))),
+        }
     }
 }
 
+/// A request ready for its upstream: headers rewritten, URI in the upstream's form.
+struct Forward {
+    /// `None` only while hyper holds it (sent, or being sent).
+    request: Option<Request<Incoming>>,
+    upstream: usize,
+    /// The endpoint's position in the upstream's list.
+    endpoint: usize,
+    permit: OwnedSemaphorePermit,
+    /// Whether the client named a host (else the upstream's authority is sent).
+    had_host: bool,
+}
+
+/// Why a request got no response from its upstream.
+enum Failure {
+    /// No response head within the request timeout.
+    Timeout,
+    /// The upstream refused, reset or could not be reached (`connect`: not at all).
+    Upstream { connect: bool, error: String },
+}
+
 impl Inner {
-    async fn forward(&self, mut request: Request<Incoming>) -> Response<ProxyBody> {
+    /// Admission, routing and the header rewrite: everything before the upstream call.
+    #[allow(clippy::result_large_err)] // the `Err` is the proxy's own answer, built rarely
+    fn prepare(&self, mut request: Request<Incoming>) -> Result<Forward, Response<ProxyBody>> {
         let Ok(permit) = self.in_flight.clone().try_acquire_owned() else {
             metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => "", "kind" => "overloaded").increment(1);
-            return local_response(
+            return Err(local_response(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "proxy overloaded: too many requests in flight",
-            );
+            ));
         };
         let Some(route) = self
             .routes
             .iter()
             .find(|r| r.matches(request.method(), request.uri().path()))
         else {
-            return local_response(StatusCode::NOT_FOUND, "no route for this request");
+            return Err(local_response(
+                StatusCode::NOT_FOUND,
+                "no route for this request",
+            ));
         };
         let upstream = &self.upstreams[route.upstream];
-        let (mut endpoint, mut connections) = {
-            let next = upstream.next();
-            (&next.0, &next.1)
-        };
+        let endpoint_index = upstream.next_index();
+        let endpoint = &upstream.endpoint(endpoint_index).0;
 
         let peer = request
             .extensions()
@@ -190,7 +222,10 @@ impl Inner {
                 Ok(uri) => uri,
                 Err(e) => {
                     tracing::warn!(%e, "cannot build upstream URI");
-                    return local_response(StatusCode::BAD_REQUEST, "invalid request target");
+                    return Err(local_response(
+                        StatusCode::BAD_REQUEST,
+                        "invalid request target",
+                    ));
                 }
             }
         } else {
@@ -199,61 +234,49 @@ impl Inner {
         *request.uri_mut() = uri;
         let had_host = host.is_some();
         if self.config.rewrite_host || host.is_none() {
-            if let Some(authority) = endpoint.authority() {
-                if let Ok(v) = http::HeaderValue::try_from(authority.as_str()) {
-                    request.headers_mut().insert(http::header::HOST, v);
-                }
-            }
+            set_host(&mut request, endpoint);
         } else if !request.headers().contains_key(http::header::HOST) {
             // An HTTP/2 client names the host in `:authority`; HTTP/1.1 needs `Host`.
             if let Some(v) = host {
                 request.headers_mut().insert(http::header::HOST, v);
             }
         }
-
-        let started = Instant::now();
-        let sent = if upstream.h2c {
+        if upstream.h2c {
             request.headers_mut().remove(http::header::HOST);
             *request.version_mut() = Version::HTTP_2;
-            let client = self.clients.h2c();
-            tokio::time::timeout(self.config.request_timeout, client.request(request))
-                .await
-                .map(|r| {
-                    r.map(|res| res.map(PooledBody::unpooled))
-                        .map_err(|e| (e.is_connect(), error_chain(&e)))
-                })
         } else {
             *request.version_mut() = Version::HTTP_11;
-            tokio::time::timeout(self.config.request_timeout, async {
-                match connections.send(request).await {
-                    // Not connected, so nothing was sent: once more, to the next endpoint.
-                    Err((error, Some(mut unsent))) if error.is_connect() => {
-                        metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => upstream.name.clone()).increment(1);
-                        tracing::debug!(upstream = %upstream.name, %endpoint, %error, "connect failed; retrying on the next endpoint");
-                        let next = upstream.next();
-                        (endpoint, connections) = (&next.0, &next.1);
-                        if let Some(authority) = endpoint.authority() {
-                            if self.config.rewrite_host || !had_host {
-                                if let Ok(v) = http::HeaderValue::try_from(authority.as_str()) {
-                                    unsent.headers_mut().insert(http::header::HOST, v);
-                                }
-                            }
-                        }
-                        connections.send(unsent).await.map_err(|(e, _)| e)
-                    }
-                    other => other.map_err(|(e, _)| e),
-                }
-            })
-            .await
-            .map(|r| r.map_err(|e| (e.is_connect(), error_chain(&e))))
+        }
+        Ok(Forward {
+            request: Some(request),
+            upstream: route.upstream,
+            endpoint: endpoint_index,
+            permit,
+            had_host,
+        })
+    }
+
+    /// Sends a prepared request and answers with the upstream's response, or with the
+    /// proxy's own `502`/`504`.
+    async fn send(self: Arc<Self>, mut forward: Forward) -> Result<Response<ProxyBody>, Infallible> {
+        let upstream = &self.upstreams[forward.upstream];
+        let started = Instant::now();
+        // One timer for the whole exchange, however many steps it takes.
+        let deadline = std::pin::pin!(tokio::time::sleep(self.config.request_timeout));
+        let sent = if upstream.h2c {
+            // Boxed: its future (hyper-util's client) would size every HTTP/1.1 request's.
+            Box::pin(self.send_h2c(&mut forward, deadline)).await
+        } else {
+            self.send_h1(&mut forward, deadline).await
         };
         upstream.latency.record(started.elapsed().as_secs_f64());
-        match sent {
-            Ok(Ok(mut response)) => {
+        let endpoint = &upstream.endpoint(forward.endpoint).0;
+        Ok(match sent {
+            Ok(mut response) => {
                 headers::strip_hop_by_hop(response.headers_mut());
-                response.map(|body| ProxyBody::new(Either::Left(body), Some(permit)))
+                response.map(|body| ProxyBody::new(Either::Left(body), Some(forward.permit)))
             }
-            Ok(Err((connect, error))) => {
+            Err(Failure::Upstream { connect, error }) => {
                 let kind = if connect { "connect" } else { "other" };
                 metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => upstream.name.clone(), "kind" => kind).increment(1);
                 if let Some(suppressed) = self.log.permit() {
@@ -261,13 +284,117 @@ impl Inner {
                 }
                 local_response(StatusCode::BAD_GATEWAY, "upstream unavailable")
             }
-            Err(_) => {
+            Err(Failure::Timeout) => {
                 metrics::counter!(UPSTREAM_ERRORS, "node" => self.node.clone(), "upstream" => upstream.name.clone(), "kind" => "timeout").increment(1);
                 if let Some(suppressed) = self.log.permit() {
                     tracing::warn!(upstream = %upstream.name, %endpoint, timeout = ?self.config.request_timeout, suppressed, "upstream timed out");
                 }
                 local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
+        })
+    }
+
+    /// An HTTP/1.1 upstream: a pooled connection, the request, its response head.
+    ///
+    /// The request stays in `forward` until the moment it is handed to hyper, so this
+    /// future holds a reference to it, never a copy.
+    async fn send_h1(
+        &self,
+        forward: &mut Forward,
+        mut deadline: Pin<&mut Sleep>,
+    ) -> Result<Response<PooledBody>, Failure> {
+        let upstream = &self.upstreams[forward.upstream];
+        // A request none of which reached an upstream (it could not connect) goes once
+        // more to the next endpoint, as nginx's `proxy_next_upstream error` does.
+        let mut retried = false;
+        loop {
+            let endpoint = &upstream.endpoint(forward.endpoint).1;
+            let error = match timeout_at(deadline.as_mut(), endpoint.acquire()).await? {
+                Ok(conn) => {
+                    let Some(request) = forward.request.take() else {
+                        return Err(Failure::Upstream {
+                            connect: false,
+                            error: "request already sent".into(),
+                        });
+                    };
+                    match timeout_at(deadline.as_mut(), endpoint.send_on(conn, request)).await? {
+                        Ok(response) => return Ok(response),
+                        Err((error, unsent)) => {
+                            forward.request = unsent;
+                            error
+                        }
+                    }
+                }
+                Err(error) => error,
+            };
+            if retried || !error.is_connect() || forward.request.is_none() {
+                return Err(error.into());
+            }
+            retried = true;
+            metrics::counter!(UPSTREAM_RETRIES, "node" => self.node.clone(), "upstream" => upstream.name.clone()).increment(1);
+            tracing::debug!(upstream = %upstream.name, endpoint = %upstream.endpoint(forward.endpoint).0, %error, "connect failed; retrying on the next endpoint");
+            forward.endpoint = upstream.next_index();
+            if self.config.rewrite_host || !forward.had_host {
+                if let Some(request) = forward.request.as_mut() {
+                    set_host(request, &upstream.endpoint(forward.endpoint).0);
+                }
+            }
+        }
+    }
+
+    /// An h2c upstream, through hyper-util's client (HTTP/2 multiplexes requests over
+    /// one connection, which that client manages).
+    async fn send_h2c(
+        &self,
+        forward: &mut Forward,
+        mut deadline: Pin<&mut Sleep>,
+    ) -> Result<Response<PooledBody>, Failure> {
+        let Some(request) = forward.request.take() else {
+            return Err(Failure::Upstream {
+                connect: false,
+                error: "request already sent".into(),
+            });
+        };
+        match timeout_at(deadline.as_mut(), self.clients.h2c().request(request)).await? {
+            Ok(response) => Ok(response.map(PooledBody::unpooled)),
+            Err(e) => Err(Failure::Upstream {
+                connect: e.is_connect(),
+                error: error_chain(&e),
+            }),
+        }
+    }
+}
+
+/// Sets `Host` to `endpoint`'s authority.
+fn set_host<B>(request: &mut Request<B>, endpoint: &http::Uri) {
+    if let Some(authority) = endpoint.authority() {
+        if let Ok(v) = http::HeaderValue::try_from(authority.as_str()) {
+            request.headers_mut().insert(http::header::HOST, v);
+        }
+    }
+}
+
+/// `future`, bounded by the request's deadline (one timer shared by every step, where
+/// `tokio::time::timeout` would put a timer in each step's future).
+async fn timeout_at<F: Future>(
+    mut deadline: Pin<&mut Sleep>,
+    future: F,
+) -> Result<F::Output, Failure> {
+    let mut future = std::pin::pin!(future);
+    std::future::poll_fn(|cx| {
+        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        deadline.as_mut().poll(cx).map(|()| Err(Failure::Timeout))
+    })
+    .await
+}
+
+impl From<SendError> for Failure {
+    fn from(error: SendError) -> Self {
+        Failure::Upstream {
+            connect: error.is_connect(),
+            error: error_chain(&error),
         }
     }
 }

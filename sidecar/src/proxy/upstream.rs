@@ -43,10 +43,14 @@ impl Upstream {
         }
     }
 
-    /// The next endpoint, round-robin.
-    pub(super) fn next(&self) -> &(Uri, Arc<Endpoint>) {
-        let i = self.next.fetch_add(1, Ordering::Relaxed);
-        &self.endpoints[i % self.endpoints.len()]
+    /// The position of the next endpoint, round-robin.
+    pub(super) fn next_index(&self) -> usize {
+        self.next.fetch_add(1, Ordering::Relaxed) % self.endpoints.len()
+    }
+
+    /// The endpoint at `index` (from [`next_index`](Self::next_index)).
+    pub(super) fn endpoint(&self, index: usize) -> &(Uri, Arc<Endpoint>) {
+        &self.endpoints[index % self.endpoints.len()]
     }
 }
 
