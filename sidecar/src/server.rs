@@ -12,7 +12,6 @@
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
@@ -24,9 +23,10 @@ use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tollgate::key::PeerAddr;
 use tollgate::layer::ResponseBody;
+use tollgate::RateLimit;
 use tower::ServiceExt;
 
-use crate::proxy::ProxyBody;
+use crate::proxy::{Proxy, ProxyBody};
 use crate::runtime::Shared;
 use crate::telemetry::{self, PROXY_IN_FLIGHT, PROXY_REQUESTS};
 
@@ -77,19 +77,19 @@ impl Drop for InFlight<'_> {
     }
 }
 
+/// Answers one request with `stack`, the runtime's stack as loaded for it.
+///
+/// The request's own reference counts are kept few: each clone of an `Arc` shared by
+/// every connection is an atomic on a cache line both worker threads write.
 async fn handle(
-    state: Shared,
+    stack: RateLimit<Proxy>,
     meters: Arc<Meters>,
-    peer: SocketAddr,
-    mut request: Request<Incoming>,
+    request: Request<Incoming>,
 ) -> Result<Response<ResponseBody<ProxyBody>>, Infallible> {
-    request.extensions_mut().insert(PeerAddr(peer));
-    // One load per request: a reload in the middle never splits a request.
-    let runtime = state.load_full();
     // A guard, not a decrement after the `.await`: a client that disconnects before
     // the response head drops this future, and the gauge must still come down.
     let _in_flight = InFlight::enter(&meters.in_flight);
-    let response = runtime.stack.clone().oneshot(request).await;
+    let response = stack.oneshot(request).await;
     if let Ok(response) = &response {
         meters.statuses.count(response.status());
     }
@@ -147,8 +147,17 @@ pub async fn serve(listener: TcpListener, state: Shared, shutdown: impl Future<O
             builder = connection_builder(header_read_timeout);
         }
         let (state, meters) = (state.clone(), meters.clone());
-        let service = hyper::service::service_fn(move |request| {
-            handle(state.clone(), meters.clone(), peer, request)
+        let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
+            request.extensions_mut().insert(PeerAddr(peer));
+            // One load per request: a reload in the middle never splits a request. The
+            // stack is cloned here, before the future, so the request holds the stack
+            // (which owns all it uses) but neither the cell nor the whole `Runtime`:
+            // two fewer shared counts to bump and drop. `load` borrows a guard (no
+            // count in the common case) that ends with this statement, never held
+            // across an `.await`, so it cannot hold up a reload's release of the old
+            // runtime.
+            let stack = state.load().stack.clone();
+            handle(stack, meters.clone(), request)
         });
         let connection = builder
             .serve_connection_with_upgrades(TokioIo::new(stream), service)

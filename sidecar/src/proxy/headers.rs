@@ -7,10 +7,12 @@
 //! again for the next hop. The one exception is `TE: trailers` towards an HTTP/2
 //! upstream, which gRPC requires and HTTP/2 allows.
 
+use std::io::Write;
 use std::net::IpAddr;
 
 use http::header::{HeaderName, HeaderValue, CONNECTION, HOST, TE};
 use http::HeaderMap;
+use smallvec::SmallVec;
 
 const HOP_BY_HOP: [HeaderName; 9] = [
     CONNECTION,
@@ -47,14 +49,25 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .any(|t| t.trim().eq_ignore_ascii_case("trailers"));
-    let named: Vec<HeaderName> = headers
-        .get_all(CONNECTION)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|n| HeaderName::from_bytes(n.trim().as_bytes()).ok())
-        .collect();
-    for name in named.iter().chain(HOP_BY_HOP.iter()) {
+    // The tokens of `Connection` borrow the map they are removed from, so they are
+    // copied out first: into a buffer on the stack for the usual `keep-alive` or
+    // `close`. Each is removed by `&str`, which `HeaderMap` matches case-insensitively
+    // without building (and, for a custom name, allocating) a `HeaderName`.
+    let mut named: SmallVec<[u8; 64]> = SmallVec::new();
+    for value in headers.get_all(CONNECTION).iter() {
+        if value.to_str().is_ok() {
+            named.extend_from_slice(value.as_bytes());
+            named.push(b',');
+        }
+    }
+    // Visible ASCII (checked above), so always UTF-8.
+    if let Ok(named) = std::str::from_utf8(&named) {
+        for token in named.split(',') {
+            // Not a valid header name (blank, inner spaces): nothing can bear it.
+            headers.remove(token.trim());
+        }
+    }
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     wants_trailers
@@ -69,17 +82,40 @@ pub fn keep_trailers(headers: &mut HeaderMap) {
 /// `X-Forwarded-Proto` and `X-Forwarded-Host` when a proxy before us did not.
 pub fn add_forwarded(headers: &mut HeaderMap, peer: Option<IpAddr>, host: Option<&HeaderValue>) {
     if let Some(peer) = peer {
-        let earlier: Vec<&str> = headers
+        // An address is at most 45 characters (IPv6 with an embedded IPv4 address):
+        // formatted on the stack, it is copied once, into the header value.
+        let mut ip = [0u8; 64];
+        let ip = {
+            let mut rest = &mut ip[..];
+            match write!(rest, "{peer}") {
+                Ok(()) => {
+                    let len = 64 - rest.len();
+                    &ip[..len]
+                }
+                // Cannot happen (64 bytes always suffice); then no header, not a panic.
+                Err(_) => &[][..],
+            }
+        };
+        // Earlier proxies' lines (the rare case) are joined into one, ours last.
+        let mut joined = String::new();
+        for earlier in headers
             .get_all(&X_FORWARDED_FOR)
             .iter()
             .filter_map(|v| v.to_str().ok())
-            .collect();
-        let value = if earlier.is_empty() {
-            peer.to_string()
+        {
+            joined.push_str(earlier);
+            joined.push_str(", ");
+        }
+        let value = if ip.is_empty() {
+            None
+        } else if joined.is_empty() {
+            HeaderValue::from_bytes(ip).ok()
         } else {
-            format!("{}, {peer}", earlier.join(", "))
+            // Visible ASCII (the earlier lines were `to_str` and `ip` is an address).
+            joined.push_str(std::str::from_utf8(ip).unwrap_or_default());
+            HeaderValue::try_from(joined).ok()
         };
-        if let Ok(v) = HeaderValue::try_from(value) {
+        if let Some(v) = value {
             headers.insert(X_FORWARDED_FOR, v);
         }
     }
@@ -123,6 +159,39 @@ mod tests {
         assert!(strip_hop_by_hop(&mut h));
         assert_eq!(h.len(), 1);
         assert_eq!(h["x-keep"], "yes");
+    }
+
+    #[test]
+    fn connection_names_match_any_case_and_spacing() {
+        let long = format!("x-{}", "long-name-".repeat(10));
+        let mut h = HeaderMap::new();
+        h.append(
+            CONNECTION,
+            HeaderValue::from_static("Keep-Alive,  X-Custom-Thing , , bad name,"),
+        );
+        h.append(
+            CONNECTION,
+            HeaderValue::from_str(&format!("CLOSE,\tX-OTHER\t, {}", long.to_uppercase()))
+                .expect("value"),
+        );
+        // Not text: its tokens cannot be read, and the line goes with `Connection`.
+        h.append(
+            CONNECTION,
+            HeaderValue::from_bytes(b"x-keep, \xff").expect("opaque bytes"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-custom-thing", HeaderValue::from_static("1"));
+        h.insert("x-other", HeaderValue::from_static("2"));
+        h.insert(
+            HeaderName::from_bytes(long.as_bytes()).expect("name"),
+            HeaderValue::from_static("3"),
+        );
+        h.insert("x-keep", HeaderValue::from_static("yes"));
+        h.insert("x-custom", HeaderValue::from_static("yes"));
+        assert!(!strip_hop_by_hop(&mut h));
+        let mut left: Vec<&str> = h.keys().map(HeaderName::as_str).collect();
+        left.sort_unstable();
+        assert_eq!(left, ["x-custom", "x-keep"]);
     }
 
     #[test]
@@ -177,5 +246,29 @@ mod tests {
         assert_eq!(h[&X_FORWARDED_PROTO], "http");
         assert_eq!(h[&X_FORWARDED_HOST], "app.example");
         assert_eq!(h.get_all(&X_FORWARDED_FOR).iter().count(), 1);
+    }
+
+    #[test]
+    fn forwarded_for_without_earlier_proxies_is_the_peer() {
+        let mut h = HeaderMap::new();
+        let v6: IpAddr = "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255"
+            .parse()
+            .expect("ip");
+        add_forwarded(&mut h, Some(v6), None);
+        assert_eq!(h[&X_FORWARDED_FOR], v6.to_string().as_str());
+        assert!(!h.contains_key(&X_FORWARDED_HOST));
+
+        // An earlier line that is not text is dropped, as before.
+        let mut h = HeaderMap::new();
+        h.append(
+            X_FORWARDED_FOR,
+            HeaderValue::from_bytes(b"\xff").expect("opaque bytes"),
+        );
+        add_forwarded(&mut h, Some("::1".parse().expect("ip")), None);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1");
+        h.insert(X_FORWARDED_PROTO, HeaderValue::from_static("https"));
+        add_forwarded(&mut h, Some("192.0.2.7".parse().expect("ip")), None);
+        assert_eq!(h[&X_FORWARDED_FOR], "::1, 192.0.2.7");
+        assert_eq!(h[&X_FORWARDED_PROTO], "https");
     }
 }
