@@ -48,6 +48,9 @@ pub(super) enum SendError {
     /// The HTTP exchange failed.
     #[error("http: {0}")]
     Http(#[from] hyper::Error),
+    /// Polled again after it finished (a caller's bug, answered rather than a panic).
+    #[error("polled after completion")]
+    Polled,
 }
 
 impl SendError {
@@ -192,25 +195,15 @@ impl Endpoint {
         self: &Arc<Self>,
         conn: Conn,
         request: Request<Incoming>,
-    ) -> impl Future<Output = Result<Response<PooledBody>, Unsent>> + Send + 'static {
-        // Not an `async fn`: the request goes to hyper's connection task here, so the
-        // returned future does not keep a slot for it.
+    ) -> SendOn<impl Future<Output = HyperAnswer> + Send + 'static> {
+        // The request goes to hyper's connection task here, so the returned future does
+        // not keep a slot for it.
         let Conn { mut sender, fresh } = conn;
-        let sent = sender.try_send_request(request);
-        let endpoint = self.clone();
-        async move {
-            let response = match sent.await {
-                Ok(response) => response,
-                Err(mut e) => match e.take_message() {
-                    // Never started on a pooled connection: safe to try a fresh one.
-                    // Boxed: rare, and it holds the request again.
-                    Some(unsent) if !fresh => {
-                        return Box::pin(endpoint.send_fresh(unsent)).await;
-                    }
-                    _ => return Err((SendError::Http(e.into_error()), None)),
-                },
-            };
-            Ok(endpoint.pooled(response, sender))
+        SendOn {
+            sent: sender.try_send_request(request),
+            home: Some((sender, self.clone())),
+            fresh,
+            retry: None,
         }
     }
 
@@ -249,6 +242,53 @@ impl Endpoint {
             }
             body
         })
+    }
+}
+
+/// The future of [`Endpoint::send_on`]: hyper's answer, then the response whose body
+/// takes the connection home.
+///
+/// A named future rather than an `async` block, which would keep hyper's future twice
+/// (once captured, once being awaited) and the request once more for the retry: this
+/// one is a few words, so every request's boxed future stays small.
+#[pin_project::pin_project]
+pub(super) struct SendOn<F> {
+    #[pin]
+    sent: F,
+    home: Option<(SendRequest<Incoming>, Arc<Endpoint>)>,
+    fresh: bool,
+    /// The retry on a new connection, once hyper handed the request back unsent.
+    retry: Option<Pin<Box<dyn Future<Output = Result<Response<PooledBody>, Unsent>> + Send>>>,
+}
+
+/// What hyper's `try_send_request` answers.
+type HyperAnswer = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>>;
+
+impl<F: Future<Output = HyperAnswer>> Future for SendOn<F> {
+    type Output = Result<Response<PooledBody>, Unsent>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Some(retry) = this.retry.as_mut() {
+            return retry.as_mut().poll(cx);
+        }
+        let answer = std::task::ready!(this.sent.poll(cx));
+        let Some((sender, endpoint)) = this.home.take() else {
+            return Poll::Ready(Err((SendError::Polled, None)));
+        };
+        match answer {
+            Ok(response) => Poll::Ready(Ok(endpoint.pooled(response, sender))),
+            Err(mut e) => match e.take_message() {
+                // Never started on a pooled connection: safe to try a fresh one.
+                Some(unsent) if !*this.fresh => {
+                    let mut retry = Box::pin(async move { endpoint.send_fresh(unsent).await });
+                    let poll = retry.as_mut().poll(cx);
+                    *this.retry = Some(retry);
+                    poll
+                }
+                _ => Poll::Ready(Err((SendError::Http(e.into_error()), None))),
+            },
+        }
     }
 }
 

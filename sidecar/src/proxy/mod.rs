@@ -148,7 +148,12 @@ impl Service<Request<Incoming>> for Proxy {
         // level, two timers, the h2c and retry paths' states. Past glibc's per-thread
         // cache that costs a slow allocation and a 2.8 KB copy per request.)
         match self.inner.prepare(request) {
-            Ok(forward) => { let f = self.inner.clone().send(forward); eprintln!("SIZE send={} ", std::mem::size_of_val(&f)); Box::pin(f) },
+            Ok(mut forward) => {
+                let inner = self.inner.clone();
+                // The block owns the request; `send` borrows it. (An `async fn` taking
+                // it by value would store it twice: as its argument and as a local.)
+                Box::pin(async move { Ok(inner.send(&mut forward).await) })
+            }
             Err(response) => Box::pin(std::future::ready(Ok(response))),
         }
     }
@@ -161,7 +166,8 @@ struct Forward {
     upstream: usize,
     /// The endpoint's position in the upstream's list.
     endpoint: usize,
-    permit: OwnedSemaphorePermit,
+    /// Held by the response body once there is one.
+    permit: Option<OwnedSemaphorePermit>,
     /// Whether the client named a host (else the upstream's authority is sent).
     had_host: bool,
 }
@@ -251,30 +257,31 @@ impl Inner {
             request: Some(request),
             upstream: route.upstream,
             endpoint: endpoint_index,
-            permit,
+            permit: Some(permit),
             had_host,
         })
     }
 
     /// Sends a prepared request and answers with the upstream's response, or with the
     /// proxy's own `502`/`504`.
-    async fn send(self: Arc<Self>, mut forward: Forward) -> Result<Response<ProxyBody>, Infallible> {
+    async fn send(&self, forward: &mut Forward) -> Response<ProxyBody> {
         let upstream = &self.upstreams[forward.upstream];
         let started = Instant::now();
         // One timer for the whole exchange, however many steps it takes.
         let deadline = std::pin::pin!(tokio::time::sleep(self.config.request_timeout));
         let sent = if upstream.h2c {
             // Boxed: its future (hyper-util's client) would size every HTTP/1.1 request's.
-            Box::pin(self.send_h2c(&mut forward, deadline)).await
+            Box::pin(self.send_h2c(forward, deadline)).await
         } else {
-            self.send_h1(&mut forward, deadline).await
+            self.send_h1(forward, deadline).await
         };
         upstream.latency.record(started.elapsed().as_secs_f64());
         let endpoint = &upstream.endpoint(forward.endpoint).0;
-        Ok(match sent {
+        match sent {
             Ok(mut response) => {
                 headers::strip_hop_by_hop(response.headers_mut());
-                response.map(|body| ProxyBody::new(Either::Left(body), Some(forward.permit)))
+                let permit = forward.permit.take();
+                response.map(|body| ProxyBody::new(Either::Left(body), permit))
             }
             Err(Failure::Upstream { connect, error }) => {
                 let kind = if connect { "connect" } else { "other" };
@@ -291,7 +298,7 @@ impl Inner {
                 }
                 local_response(StatusCode::GATEWAY_TIMEOUT, "upstream timed out")
             }
-        })
+        }
     }
 
     /// An HTTP/1.1 upstream: a pooled connection, the request, its response head.
@@ -374,20 +381,33 @@ fn set_host<B>(request: &mut Request<B>, endpoint: &http::Uri) {
     }
 }
 
-/// `future`, bounded by the request's deadline (one timer shared by every step, where
-/// `tokio::time::timeout` would put a timer in each step's future).
-async fn timeout_at<F: Future>(
-    mut deadline: Pin<&mut Sleep>,
+/// `future`, bounded by the request's deadline: one timer shared by every step, where
+/// `tokio::time::timeout` would put a timer in each step's future. A named future, not
+/// an `async fn`, which would hold `future` twice (as its argument and pinned).
+fn timeout_at<'a, F: Future>(deadline: Pin<&'a mut Sleep>, future: F) -> Bounded<'a, F> {
+    Bounded { deadline, future }
+}
+
+#[pin_project::pin_project]
+struct Bounded<'a, F> {
+    deadline: Pin<&'a mut Sleep>,
+    #[pin]
     future: F,
-) -> Result<F::Output, Failure> {
-    let mut future = std::pin::pin!(future);
-    std::future::poll_fn(|cx| {
-        if let Poll::Ready(output) = future.as_mut().poll(cx) {
+}
+
+impl<F: Future> Future for Bounded<'_, F> {
+    type Output = Result<F::Output, Failure>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
             return Poll::Ready(Ok(output));
         }
-        deadline.as_mut().poll(cx).map(|()| Err(Failure::Timeout))
-    })
-    .await
+        this.deadline
+            .as_mut()
+            .poll(cx)
+            .map(|()| Err(Failure::Timeout))
+    }
 }
 
 impl From<SendError> for Failure {
