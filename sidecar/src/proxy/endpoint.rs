@@ -258,8 +258,11 @@ pub(super) struct SendOn<F> {
     home: Option<(SendRequest<Incoming>, Arc<Endpoint>)>,
     fresh: bool,
     /// The retry on a new connection, once hyper handed the request back unsent.
-    retry: Option<Pin<Box<dyn Future<Output = Result<Response<PooledBody>, Unsent>> + Send>>>,
+    retry: Option<Retry>,
 }
+
+/// The boxed retry of a [`SendOn`].
+type Retry = Pin<Box<dyn Future<Output = Result<Response<PooledBody>, Unsent>> + Send>>;
 
 /// What hyper's `try_send_request` answers.
 type HyperAnswer = Result<Response<Incoming>, hyper::client::conn::TrySendError<Request<Incoming>>>;
