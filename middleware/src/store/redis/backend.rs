@@ -3,7 +3,9 @@
 //! the same script and reads the same reply whichever it is.
 
 use redis::aio::ConnectionManager;
-use redis::{RedisResult, ScriptInvocation};
+use redis::{RedisResult, Script};
+
+use super::call::ScriptCall;
 
 /// Where the store's state lives, as configured (the builder's constructors set it).
 #[derive(Debug, Clone)]
@@ -42,14 +44,15 @@ impl Backend {
         false
     }
 
-    /// Runs the script; redis-rs loads it first where a server answers `NOSCRIPT`.
-    pub(super) async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
+    /// Runs `call` of `script`, loading the script first where a server answers
+    /// `NOSCRIPT`.
+    pub(super) async fn invoke(&self, call: &ScriptCall, script: &Script) -> RedisResult<Vec<i64>> {
         match self {
-            Backend::Single(conn) => invocation.invoke_async(&mut conn.clone()).await,
+            Backend::Single(conn) => call.run(&mut conn.clone(), script).await,
             #[cfg(feature = "redis-cluster")]
-            Backend::Cluster(conn) => invocation.invoke_async(&mut conn.clone()).await,
+            Backend::Cluster(conn) => call.run(&mut conn.clone(), script).await,
             #[cfg(feature = "redis-sentinel")]
-            Backend::Sentinel(sentinel) => sentinel.invoke(invocation).await,
+            Backend::Sentinel(sentinel) => sentinel.invoke(call, script).await,
         }
     }
 

@@ -149,6 +149,7 @@ const KEY_VERSION: &str = "v2";
 
 mod backend;
 mod batch;
+mod call;
 #[cfg(feature = "redis-cluster")]
 mod cluster;
 mod lease;
@@ -551,7 +552,21 @@ impl RedisStore {
     /// `<prefix>:<check key>:v2` (the suffix is the state format's version; see the
     /// module docs on upgrading).
     pub fn redis_key(&self, check: &Check) -> String {
-        format!("{}:{}:{KEY_VERSION}", self.prefix, check.key)
+        // Sized once: `format!` grows its buffer a few times on the way.
+        let mut key =
+            String::with_capacity(self.prefix.len() + check.key.len() + KEY_VERSION.len() + 2);
+        key.push_str(&self.prefix);
+        key.push(':');
+        key.push_str(&check.key);
+        key.push(':');
+        key.push_str(KEY_VERSION);
+        key
+    }
+
+    /// [`redis_key`](Self::redis_key) as a script argument, written straight into the
+    /// command without a `String` of its own.
+    fn key_arg<'k>(&'k self, check: &'k Check) -> call::RedisKey<'k> {
+        call::RedisKey([&self.prefix, ":", &check.key, ":", KEY_VERSION])
     }
 
     async fn run(&self, checks: &[Check], cost: u64) -> Result<Vec<Verdict>, StoreError> {
@@ -582,7 +597,7 @@ impl RedisStore {
     ) -> Result<(Vec<Verdict>, Vec<i64>), StoreError> {
         let limits = checks
             .into_iter()
-            .map(|check| (self.redis_key(check), &check.spec));
+            .map(|check| (self.key_arg(check), &check.spec));
         // Encoded before the first await: the future then holds no borrowing iterator
         // (which would make it lose `Send` through a higher-ranked closure type).
         let call = self.prepare([(limits, cost, mode)])?;
@@ -594,25 +609,25 @@ impl RedisStore {
 
     /// Encodes one run of `decide.lua` deciding several independent requests, each a
     /// list of `(redis key, limit)`, a cost and a mode; [`send`](Self::send) runs it.
-    fn prepare<'s, R, L, K>(&self, requests: R) -> Result<Call<'_>, StoreError>
+    fn prepare<'s, R, L, K>(&self, requests: R) -> Result<Call, StoreError>
     where
         R: IntoIterator<Item = (L, u64, Mode<'s>)>,
         L: IntoIterator<Item = (K, &'s LimitSpec)>,
         K: redis::ToRedisArgs,
     {
-        let mut invocation = self.script.prepare_invoke();
         // The distinct limits of the batch (usually one or a few), sent once; each
         // request names them by number. Per request: its number of limits, cost, mode
-        // and those numbers, to send after the limits. All of them go as one argument
-        // list (one `.arg` per request would allocate a list per value), the numbers of
-        // every request in one vector.
+        // and those numbers, to send after the limits. Everything is written straight
+        // into one command buffer (redis-rs' `ScriptInvocation` kept a vector per
+        // argument, then copied them all into the command).
+        let mut keys: Vec<K> = Vec::new();
         let mut specs: Vec<&LimitSpec> = Vec::new();
         let mut numbers: Vec<i128> = Vec::new();
         let mut bodies: Vec<(u64, Mode<'_>, std::ops::Range<usize>)> = Vec::new();
         for (limits, cost, mode) in requests {
             let first = numbers.len();
             for (key, spec) in limits {
-                invocation.key(key);
+                keys.push(key);
                 let number = match specs.iter().position(|s| *s == spec) {
                     Some(i) => i + 1,
                     None => {
@@ -624,6 +639,7 @@ impl RedisStore {
             }
             bodies.push((cost, mode, first..numbers.len()));
         }
+        let mut invocation = call::ScriptCall::new(&self.script, &keys);
         let now = self.clock.as_ref().map(|c| c.now_us().to_string());
         invocation
             .arg(now.as_deref().unwrap_or(""))
@@ -672,9 +688,13 @@ impl RedisStore {
 
     /// Runs a prepared call: per request, the verdicts and (in [`Mode::Charge`], when
     /// admitted) the refund marks.
-    async fn send(&self, call: Call<'_>) -> Result<Vec<(Vec<Verdict>, Vec<i64>)>, StoreError> {
+    async fn send(&self, call: Call) -> Result<Vec<(Vec<Verdict>, Vec<i64>)>, StoreError> {
         let Call { invocation, shapes } = call;
-        let reply = self.conn.invoke(&invocation).await.map_err(store_error)?;
+        let reply = self
+            .conn
+            .invoke(&invocation, &self.script)
+            .await
+            .map_err(store_error)?;
         let expected: usize = shapes
             .iter()
             .map(|&(n, charge)| if charge { n * 5 } else { n * 4 })
@@ -718,8 +738,8 @@ impl RedisStore {
 
 /// An encoded script call and, per request, its number of limits and whether it
 /// charges (to read the reply).
-struct Call<'a> {
-    invocation: redis::ScriptInvocation<'a>,
+struct Call {
+    invocation: call::ScriptCall,
     shapes: Vec<(usize, bool)>,
 }
 

@@ -18,7 +18,7 @@ use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{
     AsyncConnectionConfig, ConnectionAddr, ErrorKind, IntoConnectionInfo, RedisError, RedisResult,
-    ScriptInvocation, ServerErrorKind,
+    ServerErrorKind,
 };
 
 use super::backend::Backend;
@@ -170,9 +170,13 @@ impl SentinelConnection {
         result
     }
 
-    pub(super) async fn invoke(&self, invocation: &ScriptInvocation<'_>) -> RedisResult<Vec<i64>> {
+    pub(super) async fn invoke(
+        &self,
+        call: &super::call::ScriptCall,
+        script: &redis::Script,
+    ) -> RedisResult<Vec<i64>> {
         let mut conn = self.connection().await?;
-        self.check(invocation.invoke_async(&mut conn).await)
+        self.check(call.run(&mut conn, script).await)
     }
 
     pub(super) async fn ping(&self) -> RedisResult<()> {
