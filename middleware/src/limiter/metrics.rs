@@ -154,7 +154,7 @@ impl LimiterMetrics {
             .collect();
         let store_key = |name| {
             let own = [("store", SharedString::const_str(store))];
-            Key::from_parts(name, labelled(&labels, own))
+            retained(Key::from_parts(name, labelled(&labels, own)))
         };
         let store = Arc::new(StoreKeys {
             kind: store,
@@ -171,7 +171,10 @@ impl LimiterMetrics {
             .map(|policy| {
                 DECISION_LABELS.map(|decision| {
                     let policy = SharedString::from(policy.clone());
-                    Key::from_parts(REQUESTS_CHECKED, metrics.decided_labels(policy, decision))
+                    retained(Key::from_parts(
+                        REQUESTS_CHECKED,
+                        metrics.decided_labels(policy, decision),
+                    ))
                 })
             })
             .collect();
@@ -288,6 +291,14 @@ impl LimiterMetrics {
 }
 
 /// `base` followed by a series' own labels.
+/// `key` in its shared form. A recorder's `register_*` takes its own copy of the key on
+/// every call (metrics-exporter-prometheus calls `to_retained`): for a key built from a
+/// `Vec` of labels that copies the `Vec` and every label, per decision; for a retained
+/// key it is a reference count.
+fn retained(key: Key) -> Key {
+    key.to_retained()
+}
+
 fn labelled<const N: usize>(base: &[Label], own: [(&'static str, SharedString); N]) -> Vec<Label> {
     let mut labels = Vec::with_capacity(base.len() + N);
     labels.extend(base.iter().cloned());
