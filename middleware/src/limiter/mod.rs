@@ -389,7 +389,9 @@ impl RateLimiter {
             Some(Ok(verdict)) => {
                 // The storage key is done with: its buffer serves the next request's key.
                 recycle_storage_key(check.key);
-                let decision = Decision {
+                // Built as the result and counted by reference there: a `Decision` built
+                // first and wrapped after would be copied (a `memcpy` call) into place.
+                let decided = Ok(Decision {
                     kind: verdict_kind(verdict.allowed, shadow),
                     policy: Some(policy.name.clone()),
                     limits: Limits::one(LimitStatus {
@@ -399,10 +401,11 @@ impl RateLimiter {
                     }),
                     from_fallback: false,
                     shadow,
-                };
-                // Counted by reference: every move of a `Decision` is a `memcpy`.
-                self.count(&decision, slot);
-                Ok(decision)
+                });
+                if let Ok(decision) = &decided {
+                    self.count(decision, slot);
+                }
+                decided
             }
             // Not the usual answer (a store that fails or must be waited for): the
             // general path, from the same `Pending` `prepare` would have built.
