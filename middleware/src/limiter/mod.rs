@@ -389,8 +389,8 @@ impl RateLimiter {
             Some(Ok(verdict)) => {
                 // The storage key is done with: its buffer serves the next request's key.
                 recycle_storage_key(check.key);
-                // Built as the result and counted by reference there: a `Decision` built
-                // first and wrapped after would be copied (a `memcpy` call) into place.
+                // Built as the result: a `Decision` built first and wrapped after would be
+                // copied (a `memcpy` call) into place.
                 let decided = Ok(Decision {
                     kind: verdict_kind(verdict.allowed, shadow),
                     policy: Some(policy.name.clone()),
@@ -402,9 +402,11 @@ impl RateLimiter {
                     from_fallback: false,
                     shadow,
                 });
-                if let Ok(decision) = &decided {
-                    self.count(decision, slot);
-                }
+                // What `count` does for this decision: its kind passes, so there is no
+                // shadow-mode note to log.
+                self.inner
+                    .metrics
+                    .decided_verdict(index, verdict.allowed, shadow);
                 decided
             }
             // Not the usual answer (a store that fails or must be waited for): the
