@@ -366,6 +366,8 @@ impl RateLimiter {
     /// [`check_now`](Self::check_now) for a policy of one `limit` that is
     /// [`direct`](Self::direct): what `prepare_for` and `try_decide_now` do for it,
     /// with no `Pending` unless the store cannot answer now.
+    // The `Err` is the request handed back, as `try_decide_now`'s.
+    #[allow(clippy::result_large_err)]
     fn check_direct(
         &self,
         request: &Parts,
