@@ -499,8 +499,9 @@ fn check_now_decides_and_counts_as_prepare_then_try_decide_now() {
     let first = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     let second = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
     for parts in &requests {
-        let a = metrics::with_local_recorder(&first, || one_call.check_now(parts))
-            .expect("memory answers now");
+        let a = metrics::with_local_recorder(&first, || {
+            one_call.check_now(parts).expect("memory answers now")
+        });
         let b = metrics::with_local_recorder(&second, || match two_steps.prepare(parts) {
             Prepared::Done(decision) => decision,
             Prepared::Pending(pending) => two_steps
