@@ -430,3 +430,104 @@ fn memory_store_stays_within_its_key_bound() {
     let again = store.decide(std::slice::from_ref(&recent), 1);
     assert_eq!(again[0].remaining, 3);
 }
+
+/// `check_now` (one call, and for a one-limit policy no `Pending`) answers and counts
+/// exactly as `prepare` then `try_decide_now` do, whatever the policy's options.
+#[test]
+fn check_now_decides_and_counts_as_prepare_then_try_decide_now() {
+    use tollgate::limiter::Prepared;
+    use tollgate::policy::Limit;
+    use tollgate::ManualClock;
+
+    let policies = || {
+        vec![
+            Policy::single("posts", spec("1/h"), Key::header("x-api-key"))
+                .methods([http::Method::POST]),
+            Policy::single("shadowed", spec("1/h"), Key::header("x-api-key"))
+                .path_prefix("/shadow")
+                .shadow(true),
+            Policy::single("allow", spec("1/h"), Key::header("x-api-key"))
+                .path_prefix("/allow")
+                .missing_key(MissingKey::Allow),
+            Policy::single("fallback", spec("1/h"), Key::header("x-api-key"))
+                .path_prefix("/fallback")
+                .missing_key(MissingKey::Fallback("anonymous".into())),
+            Policy::new("two")
+                .path_prefix("/two")
+                .limit(Limit::new("a", spec("2/h"), Key::header("x-api-key")))
+                .limit(Limit::new("b", spec("1/h"), Key::global())),
+            Policy::single("costly", spec("3/h"), Key::header("x-api-key"))
+                .path_prefix("/")
+                .cost(Cost::header("x-cost", 1, 2)),
+        ]
+    };
+    let request = |method: http::Method, path: &str, key: Option<&str>, cost: Option<&str>| {
+        let mut builder = http::Request::builder().method(method).uri(path);
+        if let Some(key) = key {
+            builder = builder.header("x-api-key", key);
+        }
+        if let Some(cost) = cost {
+            builder = builder.header("x-cost", cost);
+        }
+        builder.body(()).expect("request").into_parts().0
+    };
+    let get = http::Method::GET;
+    let mut requests = Vec::new();
+    for path in ["/shadow", "/allow", "/fallback", "/two", "/"] {
+        for key in [Some("k1"), Some("k2"), None, Some("k1")] {
+            requests.push(request(get.clone(), path, key, None));
+        }
+    }
+    for cost in ["2", "x", "3", "1", "1"] {
+        requests.push(request(get.clone(), "/", Some("c"), Some(cost)));
+    }
+    requests.push(request(http::Method::POST, "/", Some("p"), None));
+    requests.push(request(http::Method::POST, "/", Some("p"), None));
+    requests.push(request(http::Method::POST, "/", None, None));
+
+    // The same limiter twice, on one manual clock so that verdicts compare equal.
+    let clock = ManualClock::new(1_000_000_000);
+    let build = || {
+        policies()
+            .into_iter()
+            .fold(RateLimiter::builder(), |b, p| b.policy(p))
+            .clock(clock.clone())
+            .build()
+            .expect("limiter")
+    };
+    let (one_call, two_steps) = (build(), build());
+    let first = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    let second = metrics_exporter_prometheus::PrometheusBuilder::new().build_recorder();
+    for parts in &requests {
+        let a = metrics::with_local_recorder(&first, || {
+            one_call.check_now(parts).expect("memory answers now")
+        });
+        let b = metrics::with_local_recorder(&second, || match two_steps.prepare(parts) {
+            Prepared::Done(decision) => decision,
+            Prepared::Pending(pending) => two_steps
+                .try_decide_now(pending)
+                .expect("memory answers now"),
+        });
+        assert_eq!(a, b, "{} {:?}", parts.uri, parts.headers);
+        clock.advance(std::time::Duration::from_millis(1));
+    }
+    // The same series and counts; the exporter's order of series is not fixed.
+    let sorted = |text: String| {
+        let mut lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        lines.sort();
+        lines.join("\n")
+    };
+    let (a, b) = (first.handle().render(), second.handle().render());
+    assert_eq!(sorted(a.clone()), sorted(b));
+    for expected in [
+        r#"{policy="shadowed",decision="shadow_limited"} 1"#,
+        r#"{policy="shadowed",decision="shadow_invalid"} 1"#,
+        r#"{policy="allow",decision="allowed"} 3"#,
+        r#"{policy="fallback",decision="limited"} 1"#,
+        r#"{policy="two",decision="limited"} 2"#,
+        r#"{policy="costly",decision="invalid"} 3"#,
+        r#"{policy="posts",decision="limited"} 1"#,
+    ] {
+        assert!(a.contains(expected), "{expected} in {a}");
+    }
+}

@@ -8,6 +8,9 @@
 
 use super::{clamp_remaining, LimitSpec, Outcome, State, Verdict};
 
+// Always inlined (see `super::decide`): the usual algorithm, and the memory store calls it
+// from two places, where a plain hint left it a call.
+#[inline(always)]
 pub(super) fn decide(spec: &LimitSpec, now: i64, state: Option<State>, cost: u64) -> Outcome {
     let interval = spec.interval_us();
     // `burst × T` is the bucket's depth in time; `LimitSpec::new` keeps it below 2^50.

@@ -81,6 +81,10 @@ pub struct Outcome {
 /// A cost larger than the limit's capacity can never be admitted: it is denied with
 /// `retry_after_us` equal to the limit's period, so clients back off instead of
 /// hammering.
+// Inlined, with each algorithm's own `decide`: called across a function boundary the
+// `Outcome` came back through memory, written in words and read back in 16-byte loads,
+// a store-forwarding stall in every memory decision (`perf`: 14 % of `decide_key_at`).
+#[inline]
 pub fn decide(spec: &LimitSpec, now_us: i64, state: Option<State>, cost: u64) -> Outcome {
     match spec.algorithm() {
         Algorithm::Gcra => gcra::decide(spec, now_us, state, cost),

@@ -13,6 +13,7 @@
 
 use super::{clamp_remaining, window_counts, LimitSpec, Outcome, State, Verdict};
 
+#[inline]
 pub(super) fn decide(spec: &LimitSpec, now: i64, state: Option<State>, cost: u64) -> Outcome {
     let window_ms = spec.period_ms();
     let now_ms = now.div_euclid(1000);

@@ -145,3 +145,28 @@ fn missing_peer_means_no_ip_key() {
     assert_eq!(Key::peer_ip().extract(&req), None);
     assert_eq!(Key::client_ip(nets(&["0.0.0.0/0"])).extract(&req), None);
 }
+
+/// A header key is the header's first value whether the request has a few headers
+/// (scanned) or many (looked up by hash).
+#[test]
+fn a_header_key_is_the_first_value_with_few_or_many_headers() {
+    let key = Key::header("x-api-key");
+    for others in [0, 3, 16, 17, 40] {
+        let names: Vec<String> = (0..others).map(|i| format!("x-other-{i}")).collect();
+        let mut headers: Vec<(&str, &str)> = names.iter().map(|n| (n.as_str(), "v")).collect();
+        assert_eq!(
+            key.extract(&parts("10.0.0.1:1", &headers)),
+            None,
+            "{others}"
+        );
+        headers.insert(others / 2, ("x-api-key", "first"));
+        headers.push(("X-Api-Key", "second"));
+        headers.push(("accept", "*/*"));
+        let request = parts("10.0.0.1:1", &headers);
+        assert_eq!(key.extract(&request).as_deref(), Some("first"), "{others}");
+        assert_eq!(
+            Key::header("accept").extract(&request).as_deref(),
+            Some("*/*")
+        );
+    }
+}

@@ -7,7 +7,6 @@ use tower_service::Service;
 
 use super::future::ResponseFuture;
 use super::ResponseBody;
-use crate::limiter::Prepared;
 use crate::response::Responder;
 use crate::RateLimiter;
 
@@ -67,11 +66,7 @@ where
 
     fn call(&mut self, request: Request<ReqBody>) -> Self::Future {
         let (parts, body) = request.into_parts();
-        let decided = match self.limiter.prepare(&parts) {
-            Prepared::Done(decision) => Ok(decision),
-            Prepared::Pending(pending) => self.limiter.try_decide_now(pending),
-        };
-        match decided {
+        match self.limiter.check_now(&parts) {
             // Decided now: the ready service is called at once, no clone needed.
             Ok(decision) if decision.passes() => {
                 let future = self.inner.call(Request::from_parts(parts, body));

@@ -114,6 +114,16 @@ fn decision_label_index(label: &str) -> Option<usize> {
     Some(index)
 }
 
+/// The [`DECISION_LABELS`] index of the decision a store's answer makes
+/// (`pipeline::verdict_kind`): `allowed`, or `limited` / `shadow_limited`.
+fn verdict_label_index(allowed: bool, shadow: bool) -> usize {
+    match (allowed, shadow) {
+        (true, _) => 0,
+        (false, false) => 1,
+        (false, true) => 2,
+    }
+}
+
 /// What `metrics::counter!` would attach to a series registered from this module.
 static METADATA: Metadata<'static> =
     Metadata::new(module_path!(), Level::INFO, Some(module_path!()));
@@ -191,6 +201,17 @@ impl LimiterMetrics {
     /// The static labels followed by a series' own.
     fn with<const N: usize>(&self, own: [(&'static str, SharedString); N]) -> Vec<Label> {
         labelled(&self.labels, own)
+    }
+
+    /// Counts a decision the store answered for the configured policy at `policy_index`
+    /// (`allowed`: every limit admitted; `shadow`: the policy's mode): what
+    /// [`decided`](Self::decided) counts for it, with the label known without matching
+    /// the decision's kind and label text.
+    pub(crate) fn decided_verdict(&self, policy_index: usize, allowed: bool, shadow: bool) {
+        if let Some(keys) = self.decided.get(policy_index) {
+            let at = verdict_label_index(allowed, shadow);
+            metrics::with_recorder(|r| r.register_counter(&keys[at], &METADATA)).increment(1);
+        }
     }
 
     /// Counts a decision; `policy_index` is the policy's position in the limiter, `None`
@@ -317,5 +338,17 @@ mod tests {
         }
         assert_eq!(decision_label_index("allowe"), None);
         assert_eq!(decision_label_index(""), None);
+    }
+
+    #[test]
+    fn a_verdicts_label_index_is_its_decisions_label() {
+        for allowed in [true, false] {
+            for shadow in [true, false] {
+                let kind = super::super::pipeline::verdict_kind(allowed, shadow);
+                let decision = Decision::new(kind, None).in_shadow(shadow);
+                let at = verdict_label_index(allowed, shadow);
+                assert_eq!(DECISION_LABELS[at], decision.metric_label());
+            }
+        }
     }
 }

@@ -248,7 +248,7 @@ impl RateLimiter {
     }
 
     /// What [`record_at`](Self::record_at) does, without moving the decision.
-    fn count(&self, decision: &Decision, index: Option<usize>) {
+    pub(super) fn count(&self, decision: &Decision, index: Option<usize>) {
         if !matches!(decision.kind, DecisionKind::Unmatched) {
             self.inner.metrics.decided(decision, index);
         }
@@ -294,7 +294,7 @@ fn assemble(
 
 /// The kind of a decision the store answered: whether every limit admitted, and the
 /// policy's shadow mode.
-fn verdict_kind(allowed: bool, shadow: bool) -> DecisionKind {
+pub(super) fn verdict_kind(allowed: bool, shadow: bool) -> DecisionKind {
     match (allowed, shadow) {
         (true, _) => DecisionKind::Allowed,
         (false, true) => DecisionKind::ShadowLimited,

@@ -329,9 +329,29 @@ impl MemoryStore {
     }
 }
 
+/// `a == b`, without a `memcmp` call for the usual storage key of 8 to 16 bytes: two
+/// overlapping 8-byte words cover it. (`perf`: the call was 5 % of an end-to-end
+/// decision, for a 14-byte key.)
+#[inline]
+fn same_key(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let n = a.len();
+    if (8..=16).contains(&n) {
+        let word = |s: &[u8], at: usize| {
+            s.get(at..at + 8)
+                .map(|w| u64::from_ne_bytes(w.try_into().unwrap_or([0; 8])))
+        };
+        return word(a, 0) == word(b, 0) && word(a, n - 8) == word(b, n - 8);
+    }
+    a == b
+}
+
 impl Shard {
     fn find_mut(&mut self, hash: u64, key: &str) -> Option<&mut Slot> {
-        self.table.find_mut(hash, |s| &*s.key == key)
+        self.table.find_mut(hash, |s| same_key(&s.key, key))
     }
 
     fn decide(&self, now_us: i64, hash: u64, check: &Check, cost: u64) -> algorithm::Outcome {
@@ -463,6 +483,23 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// `same_key` agrees with `==` for every length around its word path, whatever
+    /// byte differs.
+    #[test]
+    fn same_key_is_string_equality() {
+        for len in 0..=20 {
+            let a: String = (0..len).map(|i| char::from(b'a' + i as u8)).collect();
+            assert!(same_key(&a, &a.clone()), "{a}");
+            for at in 0..len {
+                let mut b = a.clone().into_bytes();
+                b[at] = b'Z';
+                let b = String::from_utf8(b).expect("ascii");
+                assert!(!same_key(&a, &b), "{a} {b}");
+            }
+            assert!(!same_key(&a, &format!("{a}x")));
+        }
+    }
     use crate::algorithm::LimitSpec;
 
     fn one_per_hour() -> LimitSpec {

@@ -337,7 +337,7 @@ impl RedisStoreBuilder {
     ///
     /// A [`StoreErrorKind::Config`] error when the URL is invalid, a timeout is zero, a
     /// password is given both in the URL (a cluster node's) and with
-    /// [`password`](Self::password), (with [`tls`](Self::tls)) the URL or a cluster
+    /// [`password`](Self::password), (with `tls`, feature `redis-tls`) the URL or a cluster
     /// node's is not `rediss://` or a PEM does not parse, or sentinel URLs mix schemes or
     /// credentials.
     pub fn build(self) -> Result<RedisStore, StoreError> {
