@@ -282,8 +282,8 @@ impl RateLimiter {
     ///     .build()?;
     /// let (parts, _) = http::Request::get("/").header("x-api-key", "k1").body(())?.into_parts();
     /// // The memory store answers at once.
-    /// assert_eq!(limiter.check_now(&parts).map(|d| d.kind), Ok(DecisionKind::Allowed));
-    /// assert_eq!(limiter.check_now(&parts).map(|d| d.kind), Ok(DecisionKind::Limited));
+    /// assert_eq!(limiter.check_now(&parts).ok().map(|d| d.kind), Some(DecisionKind::Allowed));
+    /// assert_eq!(limiter.check_now(&parts).ok().map(|d| d.kind), Some(DecisionKind::Limited));
     /// # Ok(()) }
     /// ```
     ///
