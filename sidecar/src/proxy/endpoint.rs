@@ -273,7 +273,15 @@ impl<F: Future<Output = HyperAnswer>> Future for SendOn<F> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         if let Some(retry) = this.retry.as_mut() {
-            return retry.as_mut().poll(cx);
+            let answer = std::task::ready!(retry.as_mut().poll(cx));
+            // Done: a later poll finds neither future and answers `Polled`.
+            *this.retry = None;
+            return Poll::Ready(answer);
+        }
+        // `home` is taken when hyper's future completes: without it (and without a
+        // retry), this future has answered, and neither inner one may be polled again.
+        if this.home.is_none() {
+            return Poll::Ready(Err((SendError::Polled, None)));
         }
         let answer = std::task::ready!(this.sent.poll(cx));
         let Some((sender, endpoint)) = this.home.take() else {
@@ -286,7 +294,9 @@ impl<F: Future<Output = HyperAnswer>> Future for SendOn<F> {
                 Some(unsent) if !*this.fresh => {
                     let mut retry = Box::pin(async move { endpoint.send_fresh(unsent).await });
                     let poll = retry.as_mut().poll(cx);
-                    *this.retry = Some(retry);
+                    if poll.is_pending() {
+                        *this.retry = Some(retry);
+                    }
                     poll
                 }
                 _ => Poll::Ready(Err((SendError::Http(e.into_error()), None))),

@@ -172,6 +172,18 @@ struct Forward {
     had_host: bool,
 }
 
+impl Forward {
+    /// The request, to hand to hyper. It is taken once per attempt and put back only
+    /// when nothing of it was sent, so a second take without that is a bug of ours:
+    /// answered as a failed request, not a panic.
+    fn take_request(&mut self) -> Result<Request<Incoming>, Failure> {
+        self.request.take().ok_or_else(|| Failure::Upstream {
+            connect: false,
+            error: "request already sent".into(),
+        })
+    }
+}
+
 /// Why a request got no response from its upstream.
 enum Failure {
     /// No response head within the request timeout.
@@ -318,12 +330,7 @@ impl Inner {
             let endpoint = &upstream.endpoint(forward.endpoint).1;
             let error = match timeout_at(deadline.as_mut(), endpoint.acquire()).await? {
                 Ok(conn) => {
-                    let Some(request) = forward.request.take() else {
-                        return Err(Failure::Upstream {
-                            connect: false,
-                            error: "request already sent".into(),
-                        });
-                    };
+                    let request = forward.take_request()?;
                     match timeout_at(deadline.as_mut(), endpoint.send_on(conn, request)).await? {
                         Ok(response) => return Ok(response),
                         Err((error, unsent)) => {
@@ -356,12 +363,7 @@ impl Inner {
         forward: &mut Forward,
         mut deadline: Pin<&mut Sleep>,
     ) -> Result<Response<PooledBody>, Failure> {
-        let Some(request) = forward.request.take() else {
-            return Err(Failure::Upstream {
-                connect: false,
-                error: "request already sent".into(),
-            });
-        };
+        let request = forward.take_request()?;
         match timeout_at(deadline.as_mut(), self.clients.h2c().request(request)).await? {
             Ok(response) => Ok(response.map(PooledBody::unpooled)),
             Err(e) => Err(Failure::Upstream {
