@@ -311,7 +311,6 @@ impl LimiterMetrics {
     }
 }
 
-/// `base` followed by a series' own labels.
 /// `key` in its shared form. A recorder's `register_*` takes its own copy of the key on
 /// every call (metrics-exporter-prometheus calls `to_retained`): for a key built from a
 /// `Vec` of labels that copies the `Vec` and every label, per decision; for a retained
@@ -320,6 +319,7 @@ fn retained(key: Key) -> Key {
     key.to_retained()
 }
 
+/// `base` followed by a series' own labels.
 fn labelled<const N: usize>(base: &[Label], own: [(&'static str, SharedString); N]) -> Vec<Label> {
     let mut labels = Vec::with_capacity(base.len() + N);
     labels.extend(base.iter().cloned());

@@ -248,7 +248,7 @@ impl RateLimiter {
     }
 
     /// What [`record_at`](Self::record_at) does, without moving the decision.
-    pub(super) fn count(&self, decision: &Decision, index: Option<usize>) {
+    fn count(&self, decision: &Decision, index: Option<usize>) {
         if !matches!(decision.kind, DecisionKind::Unmatched) {
             self.inner.metrics.decided(decision, index);
         }
