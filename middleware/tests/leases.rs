@@ -566,7 +566,19 @@ fn lease_metrics_count_leases_decisions_and_returns() {
         let limiter = runtime.block_on(async {
             RateLimiter::builder()
                 .store(RedisStore::builder(server.url()).build().expect("url"))
-                .timeout(TIMEOUT)
+                // Patient, and slices of a second of traffic kept for a minute: however
+                // slowly a loaded machine runs this loop, the lease outlives the 64
+                // decisions between looks at the metrics and its give-back is not cut
+                // off, so there is always something counted as returned. With the
+                // defaults (20 ms slices, 250 ms, a 500 ms timeout), a CI run under
+                // plain `cargo test` returned 0 units: its ~40-unit slice was spent, or
+                // the give-back timed out, before the loop looked.
+                .timeout(Duration::from_secs(5))
+                .lease(
+                    LeaseConfig::new()
+                        .target(Duration::from_secs(1))
+                        .max_age(Duration::from_secs(60)),
+                )
                 .policy(Policy::new("hot").limit(leased("all", spec)))
                 .build()
                 .expect("valid")
