@@ -88,6 +88,9 @@ pub struct Cli {
     /// This node's name (label `node` on every metric); also read from NODE_ID when neither this flag nor TOLLGATE_NODE_ID is set [default: sidecar]
     #[arg(long, env = "TOLLGATE_NODE_ID")]
     pub node_id: Option<String>,
+    /// Threads serving requests, 1 to 1024; 1 runs everything on one thread, which spends the least CPU per request when one core is enough (fixed at start) [default: one per CPU core the process may use]
+    #[arg(long, env = "TOLLGATE_WORKERS")]
+    pub workers: Option<usize>,
     /// File holding the bearer token that POST /check and GET /config require (re-read on reload); /health, /ready and /metrics stay open
     #[arg(long, env = "TOLLGATE_ADMIN_TOKEN_FILE")]
     pub admin_token_file: Option<PathBuf>,
@@ -315,6 +318,16 @@ impl Cli {
                 return Err(flag_err("--node-id", "must be 1 to 128 characters".into()));
             }
             file.node_id = Some(v.clone());
+        }
+        if let Some(n) = self.workers {
+            let max = crate::config::MAX_WORKERS;
+            if !(1..=max).contains(&n) {
+                return Err(flag_err(
+                    "--workers",
+                    format!("{n} is not between 1 and {max}"),
+                ));
+            }
+            file.workers = Some(n);
         }
         let topologies = [
             self.redis_url.is_some(),

@@ -11,7 +11,7 @@
 //! swaps it in; reload never sees the command line, only that source. If any step
 //! fails, the error is logged with its field,
 //! `tollgate_config_reloads_total{result="error"}` counts it, and the old configuration
-//! keeps serving untouched. Addresses and `node_id` cannot change without a restart: a
+//! keeps serving untouched. Addresses, `node_id` and `workers` cannot change without a restart: a
 //! reload that changes them is refused, naming the field. Everything else applies:
 //! `proxy.header_read_timeout_ms` to connections accepted after the reload,
 //! `proxy.shutdown_grace_ms` to the next drain, a limit's `consistency` and `[lease]`
@@ -42,6 +42,13 @@ pub fn reload(source: &ConfigSource, state: &Shared, stores: &Stores) -> bool {
         }
         if config.proxy_enabled != old.config.proxy_enabled {
             return Err("the proxy cannot be switched on or off on reload (upstreams added or all removed); restart".into());
+        }
+        if config.workers != old.config.workers {
+            // The runtime's threads are made once, before anything binds.
+            return Err(format!(
+                "workers cannot change on reload ({} → {}); restart to change it",
+                old.config.workers, config.workers
+            ));
         }
         if config.node_id != old.config.node_id {
             // The `node` label is fixed when the metrics are registered.

@@ -183,6 +183,31 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
         "{err}"
     );
 
+    // Worker threads: 0 and an absurd count are refused, from the file and the flag.
+    write(
+        &path,
+        "workers = 0\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n",
+    );
+    let out = run_to_exit(&path);
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&path.display().to_string())
+            && err.contains("workers")
+            && err.contains("between 1 and 1024"),
+        "{err}"
+    );
+    let out = Command::new(BIN)
+        .args(["--upstream", "http://127.0.0.1:1", "--workers", "5000"])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--workers") && err.contains("5000 is not between 1 and 1024"),
+        "{err}"
+    );
+
     write(&path, "listen = \"0.0.0.0:8000\"\nlisen = 1\n");
     let out = run_to_exit(&path);
     assert_eq!(out.status.code(), Some(64));
@@ -417,6 +442,87 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         .expect("in-flight request completed");
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.expect("body"), "slow");
+    let status = eventually("exit after draining", Duration::from_secs(10), || {
+        let exited = child.0.try_wait().expect("wait");
+        async move { exited.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await;
+    assert_eq!(status.code(), Some(0));
+}
+
+/// `workers = 1`, a single-threaded runtime: the proxy limits and forwards, `/config`
+/// shows the value, a reload that changes it is refused while the running configuration
+/// keeps serving, and SIGTERM still drains a request in flight before exiting 0.
+#[tokio::test]
+async fn one_worker_limits_refuses_a_worker_reload_and_drains() {
+    let upstream = common::upstream().await;
+    let (proxy, admin) = (free_addr(), free_addr());
+    let path = temp_file("one-worker.toml");
+    let text = |workers: usize| {
+        format!(
+            "workers = {workers}\n{}",
+            config_text(upstream, proxy, admin, "3/m")
+        )
+    };
+    write(&path, &text(1));
+    let mut child = spawn_with_config(&path);
+    wait_ready(admin).await;
+
+    let mut statuses = Vec::new();
+    for _ in 0..5 {
+        statuses.push(policy_header(proxy, "one").await.0);
+    }
+    assert_eq!(statuses, [200, 200, 200, 429, 429]);
+    let config: serde_json::Value = common::get_url(format!("http://{admin}/config"))
+        .await
+        .json()
+        .await
+        .expect("/config is JSON");
+    assert_eq!(config["workers"], 1, "{config}");
+
+    let errors_before = reload_errors(admin).await;
+    write(&path, &text(2));
+    signal(&child.0, "-HUP");
+    eventually(
+        "the worker change refused",
+        Duration::from_secs(5),
+        || async {
+            let errors = reload_errors(admin).await;
+            if errors > errors_before {
+                Ok(())
+            } else {
+                Err(format!("{RELOAD_ERRORS} {errors}"))
+            }
+        },
+    )
+    .await;
+    // Still the running configuration: the key's budget is still spent.
+    assert_eq!(policy_header(proxy, "one").await.0, 429);
+    assert_eq!(policy_header(proxy, "two").await.0, 200);
+
+    let slow = tokio::spawn(async move { reqwest::get(format!("http://{proxy}/slow")).await });
+    eventually(
+        "the slow request in flight",
+        Duration::from_secs(5),
+        || async {
+            let n = metric_value(
+                &metrics(admin).await,
+                "tollgate_proxy_in_flight{node=\"proc\"}",
+            );
+            if n >= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("tollgate_proxy_in_flight {n}"))
+            }
+        },
+    )
+    .await;
+    signal(&child.0, "-TERM");
+    let res = slow
+        .await
+        .expect("task")
+        .expect("in-flight request completed");
+    assert_eq!(res.status(), 200);
     let status = eventually("exit after draining", Duration::from_secs(10), || {
         let exited = child.0.try_wait().expect("wait");
         async move { exited.ok_or_else(|| "still running".to_owned()) }

@@ -17,6 +17,9 @@ pub struct FileConfig {
     pub admin_listen: Option<String>,
     /// Node name for metrics.
     pub node_id: Option<String>,
+    /// Threads serving requests (default: one per CPU core the process may use; 1 runs
+    /// everything on one thread). Fixed at start.
+    pub workers: Option<usize>,
     /// File holding the bearer token that `POST /check` and `GET /config` require
     /// (re-read on reload); absent: those endpoints are open.
     pub admin_token_file: Option<String>,

@@ -31,6 +31,7 @@ pub use self::file::{
 pub(crate) use self::redis_security::{password_in_urls, plain_data_urls};
 pub use self::redis_security::{read_certificates, read_private_key};
 pub use self::source::ConfigSource;
+pub use self::validate::MAX_WORKERS;
 
 /// A secret read from a file (a token, a password): compared and used, never printed.
 #[derive(Clone, PartialEq, Eq)]
@@ -268,6 +269,8 @@ pub struct Config {
     pub admin_listen: SocketAddr,
     /// This node's name (the `node` label of every metric).
     pub node_id: String,
+    /// Threads serving requests: 1 is a single-threaded runtime (see `main.rs`).
+    pub workers: usize,
     /// Where limits are counted.
     pub store: StoreConfig,
     /// The limiter's settings.

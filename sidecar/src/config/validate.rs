@@ -107,6 +107,17 @@ impl Checker<'_> {
     }
 }
 
+/// The most worker threads `workers` accepts: far above any core count a sidecar gets,
+/// low enough that a typo (an extra digit or two) is refused instead of spawning them.
+pub const MAX_WORKERS: usize = 1024;
+
+/// One worker per core the process may use (cgroup CPU quotas included, as
+/// `available_parallelism` reads them): tokio's own default, made explicit so that
+/// `/config` shows it.
+fn default_workers() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl FileConfig {
     /// Checks every field and applies defaults.
     ///
@@ -130,6 +141,13 @@ impl FileConfig {
         if node_id.is_empty() || node_id.len() > 128 {
             return Err(c.err("node_id", "must be 1 to 128 characters"));
         }
+        let workers = match self.workers {
+            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
+            Some(n) => {
+                return Err(c.err("workers", format!("{n} is not between 1 and {MAX_WORKERS}")))
+            }
+            None => default_workers(),
+        };
 
         let l = &self.limiter;
         let store = match &self.redis {
@@ -243,6 +261,7 @@ impl FileConfig {
             listen,
             admin_listen,
             node_id,
+            workers,
             store,
             limiter,
             lease,
@@ -331,6 +350,7 @@ impl FileConfig {
             listen,
             admin_listen,
             node_id,
+            workers,
             store,
             limiter,
             lease,
@@ -344,6 +364,7 @@ impl FileConfig {
         out.listen = Some(listen.to_string());
         out.admin_listen = Some(admin_listen.to_string());
         out.node_id = Some(node_id.to_owned());
+        out.workers = Some(*workers);
         match (store, out.redis.as_mut()) {
             (
                 StoreConfig::Redis {

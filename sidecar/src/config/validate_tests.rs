@@ -63,6 +63,21 @@ key = "header:x-api-key+path"
 }
 
 #[test]
+fn workers_default_to_the_usable_cores_and_show_in_the_effective_config() {
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let config = parse(BASE).expect("valid");
+    assert_eq!(config.workers, cores);
+    assert_eq!(config.effective.workers, Some(cores));
+    let config = parse(&format!("workers = 3\n{BASE}")).expect("valid");
+    assert_eq!((config.workers, config.effective.workers), (3, Some(3)));
+    for bad in ["workers = 0\n", "workers = 1025\n"] {
+        let error = parse(&format!("{bad}{BASE}")).expect_err("refused");
+        assert_eq!(error.field, "workers", "{bad}");
+        assert!(error.reason.contains("between 1 and 1024"), "{error}");
+    }
+}
+
+#[test]
 fn every_bad_field_is_named() {
     let cases = [
         ("listen = \"nope\"\n", "listen"),
