@@ -89,6 +89,46 @@ async fn reload_errors(admin: SocketAddr) -> f64 {
     metric_value(&metrics(admin).await, RELOAD_ERRORS)
 }
 
+/// Waits (at most 5 s) until more reloads than `before` were refused; the new count.
+async fn refused_beyond(admin: SocketAddr, before: f64, what: &str) -> f64 {
+    eventually(what, Duration::from_secs(5), || async {
+        let errors = reload_errors(admin).await;
+        if errors > before {
+            Ok(errors)
+        } else {
+            Err(format!("{RELOAD_ERRORS} {errors}"))
+        }
+    })
+    .await
+}
+
+/// Waits (at most 5 s) until the sidecar has a proxied request in flight.
+async fn wait_in_flight(admin: SocketAddr) {
+    eventually(
+        "the slow request in flight",
+        Duration::from_secs(5),
+        || async {
+            let line = metrics(admin).await;
+            let n = metric_value(&line, "tollgate_proxy_in_flight{node=\"proc\"}");
+            if n >= 1.0 {
+                Ok(())
+            } else {
+                Err(format!("tollgate_proxy_in_flight {n}"))
+            }
+        },
+    )
+    .await;
+}
+
+/// Waits (at most 10 s) for the sidecar to exit; its exit status.
+async fn wait_exit(child: &mut Proc) -> std::process::ExitStatus {
+    eventually("exit after draining", Duration::from_secs(10), || {
+        let exited = child.0.try_wait().expect("wait");
+        async move { exited.ok_or_else(|| "still running".to_owned()) }
+    })
+    .await
+}
+
 struct Running {
     child: Proc,
     upstream: SocketAddr,
@@ -341,15 +381,7 @@ async fn reload_applies_good_configs_and_keeps_serving_through_bad_ones() {
         let errors_before = reload_errors(admin).await;
         write(&path, &config_text(upstream, proxy, admin, "2/sometimes"));
         signal(&child.0, "-HUP");
-        let errors = eventually("the bad config refused", Duration::from_secs(5), || async {
-            let errors = reload_errors(admin).await;
-            if errors > errors_before {
-                Ok(errors)
-            } else {
-                Err(format!("{RELOAD_ERRORS} {errors}"))
-            }
-        })
-        .await;
+        let errors = refused_beyond(admin, errors_before, "the bad config refused").await;
         assert!(
             errors >= f64::from(round + 1),
             "{errors} refusals after round {round}"
@@ -402,20 +434,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
     } = run_with_config("drain.toml", "100/m").await;
     // The upstream takes 3 s to answer /slow.
     let slow = tokio::spawn(async move { reqwest::get(format!("http://{proxy}/slow")).await });
-    eventually(
-        "the slow request in flight",
-        Duration::from_secs(5),
-        || async {
-            let line = metrics(admin).await;
-            let n = metric_value(&line, "tollgate_proxy_in_flight{node=\"proc\"}");
-            if n >= 1.0 {
-                Ok(())
-            } else {
-                Err(format!("tollgate_proxy_in_flight {n}"))
-            }
-        },
-    )
-    .await;
+    wait_in_flight(admin).await;
     signal(&child.0, "-TERM");
     // Not ready while draining, and no new connections accepted.
     eventually(
@@ -442,12 +461,7 @@ async fn sigterm_drains_in_flight_requests_then_exits_0() {
         .expect("in-flight request completed");
     assert_eq!(res.status(), 200);
     assert_eq!(res.text().await.expect("body"), "slow");
-    let status = eventually("exit after draining", Duration::from_secs(10), || {
-        let exited = child.0.try_wait().expect("wait");
-        async move { exited.ok_or_else(|| "still running".to_owned()) }
-    })
-    .await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
 }
 
 /// `workers = 1`, a single-threaded runtime: the proxy limits and forwards, `/config`
@@ -483,52 +497,20 @@ async fn one_worker_limits_refuses_a_worker_reload_and_drains() {
     let errors_before = reload_errors(admin).await;
     write(&path, &text(2));
     signal(&child.0, "-HUP");
-    eventually(
-        "the worker change refused",
-        Duration::from_secs(5),
-        || async {
-            let errors = reload_errors(admin).await;
-            if errors > errors_before {
-                Ok(())
-            } else {
-                Err(format!("{RELOAD_ERRORS} {errors}"))
-            }
-        },
-    )
-    .await;
+    refused_beyond(admin, errors_before, "the worker change refused").await;
     // Still the running configuration: the key's budget is still spent.
     assert_eq!(policy_header(proxy, "one").await.0, 429);
     assert_eq!(policy_header(proxy, "two").await.0, 200);
 
     let slow = tokio::spawn(async move { reqwest::get(format!("http://{proxy}/slow")).await });
-    eventually(
-        "the slow request in flight",
-        Duration::from_secs(5),
-        || async {
-            let n = metric_value(
-                &metrics(admin).await,
-                "tollgate_proxy_in_flight{node=\"proc\"}",
-            );
-            if n >= 1.0 {
-                Ok(())
-            } else {
-                Err(format!("tollgate_proxy_in_flight {n}"))
-            }
-        },
-    )
-    .await;
+    wait_in_flight(admin).await;
     signal(&child.0, "-TERM");
     let res = slow
         .await
         .expect("task")
         .expect("in-flight request completed");
     assert_eq!(res.status(), 200);
-    let status = eventually("exit after draining", Duration::from_secs(10), || {
-        let exited = child.0.try_wait().expect("wait");
-        async move { exited.ok_or_else(|| "still running".to_owned()) }
-    })
-    .await;
-    assert_eq!(status.code(), Some(0));
+    assert_eq!(wait_exit(&mut child).await.code(), Some(0));
 }
 
 #[test]
