@@ -88,7 +88,7 @@ pub struct Cli {
     /// This node's name (label `node` on every metric); also read from NODE_ID when neither this flag nor TOLLGATE_NODE_ID is set [default: sidecar]
     #[arg(long, env = "TOLLGATE_NODE_ID")]
     pub node_id: Option<String>,
-    /// Threads serving requests, 1 to 1024; 1 runs everything on one thread, which spends the least CPU per request when one core is enough (fixed at start) [default: one per CPU core the process may use]
+    /// Threads serving requests, 1 to 1024; 1 runs everything on one thread, which spends the least CPU per request when one core is enough (fixed at start) [default: TOKIO_WORKER_THREADS if set, else one per CPU core the process may use]
     #[arg(long, env = "TOLLGATE_WORKERS")]
     pub workers: Option<usize>,
     /// File holding the bearer token that POST /check and GET /config require (re-read on reload); /health, /ready and /metrics stay open

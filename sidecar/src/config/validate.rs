@@ -111,11 +111,16 @@ impl Checker<'_> {
 /// low enough that a typo (an extra digit or two) is refused instead of spawning them.
 pub const MAX_WORKERS: usize = 1024;
 
-/// One worker per core the process may use (cgroup CPU quotas included, as
-/// `available_parallelism` reads them): tokio's own default, made explicit so that
-/// `/config` shows it.
-fn default_workers() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
+/// tokio's own default, made explicit so that `/config` shows it: `TOKIO_WORKER_THREADS`
+/// when it holds a count in range (deployments that tuned the runtime that way keep
+/// their setting), else one worker per core the process may use (cgroup CPU quotas
+/// included, as `available_parallelism` reads them).
+pub(crate) fn default_workers() -> usize {
+    std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .filter(|n| (1..=MAX_WORKERS).contains(n))
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
 impl FileConfig {
