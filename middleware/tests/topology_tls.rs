@@ -23,7 +23,10 @@ use tollgate::{DecisionKind, FailureMode, RateLimiter};
 use topology::{Cluster, Security, Sentinels};
 
 /// Generous for a loaded 2-core machine: TLS handshakes plus a script, not a speed bound.
-const TIMEOUT: Duration = Duration::from_secs(2);
+/// No test here expects a timeout (refusals are `tls`, `auth` or `config`, and come at
+/// once), so a long one costs nothing; 2 s was once exceeded by the wrong-CA probe of a
+/// TLS cluster at load average 10, which then read `timeout` instead of `tls`.
+const TIMEOUT: Duration = Duration::from_secs(5);
 const PASSWORD: &str = "tollgate-pw";
 /// Every key's limit: nothing refills during a test.
 const LIMIT: usize = 5;
