@@ -127,6 +127,8 @@ fn batches_agree(specs: &[LimitSpec], batches: Vec<Batch>, run: u64) -> Result<(
                         .into_iter()
                         .map(|(s, k)| (s % specs.len(), k))
                         .collect();
+                    // One check per key in a request, as a policy's limits have.
+                    limits.sort_unstable();
                     limits.dedup();
                     (limits, cost)
                 }
