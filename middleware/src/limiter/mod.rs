@@ -331,16 +331,11 @@ impl RateLimiter {
     /// [`prepare`](Self::prepare) for the policy at `index`, which matched.
     fn prepare_for(&self, request: &Parts, index: usize, policy: &Policy) -> Prepared {
         let slot = Some(index);
-        // In shadow mode every outcome, a missing key and a bad cost included, is
-        // recorded and the request passes.
-        let shadow = policy.shadow || self.inner.shadow;
-        let cost = match policy.cost.of(request) {
-            Ok(cost) => cost,
-            Err(e) => return Prepared::Done(self.invalid_cost(policy, slot, shadow, e)),
+        let (shadow, cost) = match self.shadow_and_cost(request, policy, slot) {
+            Ok(found) => found,
+            Err(decision) => return Prepared::Done(decision),
         };
-        let mut pending = Pending::new(policy.name.clone(), cost);
-        pending.shadow = shadow;
-        pending.policy_index = slot;
+        let mut pending = Pending::for_policy(policy.name.clone(), cost, shadow, slot);
         for limit in &policy.limits {
             // The key is written straight into its storage key: one `String` per limit.
             let mut storage = storage_key_start(&policy.name, &limit.name, EXPECTED_KEY_LEN);
@@ -376,10 +371,9 @@ impl RateLimiter {
         limit: &Limit,
     ) -> Result<Decision, Pending> {
         let slot = Some(index);
-        let shadow = policy.shadow || self.inner.shadow;
-        let cost = match policy.cost.of(request) {
-            Ok(cost) => cost,
-            Err(e) => return Ok(self.invalid_cost(policy, slot, shadow, e)),
+        let (shadow, cost) = match self.shadow_and_cost(request, policy, slot) {
+            Ok(found) => found,
+            Err(decision) => return Ok(decision),
         };
         let mut storage = storage_key_start(&policy.name, &limit.name, EXPECTED_KEY_LEN);
         if let Some(decision) = self.key_into(request, policy, limit, slot, shadow, &mut storage) {
@@ -414,9 +408,7 @@ impl RateLimiter {
             // Not the usual answer (a store that fails or must be waited for): the
             // general path, from the same `Pending` `prepare` would have built.
             answer => {
-                let mut pending = Pending::new(policy.name.clone(), cost);
-                pending.shadow = shadow;
-                pending.policy_index = slot;
+                let mut pending = Pending::for_policy(policy.name.clone(), cost, shadow, slot);
                 pending.push_check(limit.name.clone(), check);
                 pending.set_leased(limit.consistency());
                 match answer {
@@ -427,6 +419,27 @@ impl RateLimiter {
                     _ => Err(pending),
                 }
             }
+        }
+    }
+
+    /// Whether `policy` (at `slot`) runs in shadow mode, and the request's cost; or the
+    /// answer to a request whose cost is invalid.
+    // Always inlined: on the direct path a returned `Result` this large would go
+    // through memory. (Its `Err` is the finished answer, as `check_now`'s `Ok`.)
+    #[inline(always)]
+    #[allow(clippy::result_large_err)]
+    fn shadow_and_cost(
+        &self,
+        request: &Parts,
+        policy: &Policy,
+        slot: Option<usize>,
+    ) -> Result<(bool, u64), Decision> {
+        // In shadow mode every outcome, a missing key and a bad cost included, is
+        // recorded and the request passes.
+        let shadow = policy.shadow || self.inner.shadow;
+        match policy.cost.of(request) {
+            Ok(cost) => Ok((shadow, cost)),
+            Err(e) => Err(self.invalid_cost(policy, slot, shadow, e)),
         }
     }
 

@@ -43,6 +43,20 @@ impl Pending {
         }
     }
 
+    /// A decision for the configured policy `policy` at `index` in the limiter, in
+    /// `shadow` mode or not.
+    pub(super) fn for_policy(
+        policy: Arc<str>,
+        cost: u64,
+        shadow: bool,
+        index: Option<usize>,
+    ) -> Self {
+        let mut pending = Pending::new(policy, cost);
+        pending.shadow = shadow;
+        pending.policy_index = index;
+        pending
+    }
+
     /// Marks the limit added last as leased.
     pub(super) fn leased(mut self, consistency: Consistency) -> Self {
         self.set_leased(consistency);
