@@ -320,13 +320,7 @@ impl Cli {
             file.node_id = Some(v.clone());
         }
         if let Some(n) = self.workers {
-            let max = crate::config::MAX_WORKERS;
-            if !(1..=max).contains(&n) {
-                return Err(flag_err(
-                    "--workers",
-                    format!("{n} is not between 1 and {max}"),
-                ));
-            }
+            let n = crate::config::workers_in_range(n).map_err(|r| flag_err("--workers", r))?;
             file.workers = Some(n);
         }
         let topologies = [

@@ -31,7 +31,7 @@ pub use self::file::{
 pub(crate) use self::redis_security::{password_in_urls, plain_data_urls};
 pub use self::redis_security::{read_certificates, read_private_key};
 pub use self::source::ConfigSource;
-pub use self::validate::MAX_WORKERS;
+pub(crate) use self::validate::workers_in_range;
 
 /// A secret read from a file (a token, a password): compared and used, never printed.
 #[derive(Clone, PartialEq, Eq)]

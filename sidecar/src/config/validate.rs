@@ -109,7 +109,16 @@ impl Checker<'_> {
 
 /// The most worker threads `workers` accepts: far above any core count a sidecar gets,
 /// low enough that a typo (an extra digit or two) is refused instead of spawning them.
-pub const MAX_WORKERS: usize = 1024;
+const MAX_WORKERS: usize = 1024;
+
+/// `n` as a worker count, or why it is not one (the file's `workers` and `--workers`).
+pub(crate) fn workers_in_range(n: usize) -> Result<usize, String> {
+    if (1..=MAX_WORKERS).contains(&n) {
+        Ok(n)
+    } else {
+        Err(format!("{n} is not between 1 and {MAX_WORKERS}"))
+    }
+}
 
 /// tokio's own default, made explicit so that `/config` shows it: `TOKIO_WORKER_THREADS`
 /// when it holds a count in range (deployments that tuned the runtime that way keep
@@ -119,7 +128,7 @@ pub(crate) fn default_workers() -> usize {
     std::env::var("TOKIO_WORKER_THREADS")
         .ok()
         .and_then(|v| v.trim().parse().ok())
-        .filter(|n| (1..=MAX_WORKERS).contains(n))
+        .and_then(|n| workers_in_range(n).ok())
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
@@ -147,10 +156,7 @@ impl FileConfig {
             return Err(c.err("node_id", "must be 1 to 128 characters"));
         }
         let workers = match self.workers {
-            Some(n) if (1..=MAX_WORKERS).contains(&n) => n,
-            Some(n) => {
-                return Err(c.err("workers", format!("{n} is not between 1 and {MAX_WORKERS}")))
-            }
+            Some(n) => workers_in_range(n).map_err(|reason| c.err("workers", reason))?,
             None => default_workers(),
         };
 
