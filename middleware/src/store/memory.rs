@@ -483,6 +483,7 @@ impl MemoryStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::algorithm::LimitSpec;
 
     /// `same_key` agrees with `==` for every length around its word path, whatever
     /// byte differs.
@@ -500,7 +501,6 @@ mod tests {
             assert!(!same_key(&a, &format!("{a}x")));
         }
     }
-    use crate::algorithm::LimitSpec;
 
     fn one_per_hour() -> LimitSpec {
         "1/h".parse().expect("valid spec")
