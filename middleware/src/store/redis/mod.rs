@@ -552,15 +552,8 @@ impl RedisStore {
     /// `<prefix>:<check key>:v2` (the suffix is the state format's version; see the
     /// module docs on upgrading).
     pub fn redis_key(&self, check: &Check) -> String {
-        // Sized once: `format!` grows its buffer a few times on the way.
-        let mut key =
-            String::with_capacity(self.prefix.len() + check.key.len() + KEY_VERSION.len() + 2);
-        key.push_str(&self.prefix);
-        key.push(':');
-        key.push_str(&check.key);
-        key.push(':');
-        key.push_str(KEY_VERSION);
-        key
+        // The parts `key_arg` writes, joined in one allocation of the exact size.
+        self.key_arg(check).0.concat()
     }
 
     /// [`redis_key`](Self::redis_key) as a script argument, written straight into the
