@@ -172,13 +172,18 @@ async fn policy_header(proxy: SocketAddr, key: &str) -> (u16, String) {
     (res.status().as_u16(), policy)
 }
 
-/// Runs the binary on a config file until it exits (invalid configs exit at once).
-fn run_to_exit(path: &Path) -> std::process::Output {
-    Command::new(BIN)
-        .arg("--config")
-        .arg(path)
-        .output()
-        .expect("run")
+/// The stderr of the binary run with `args`, which must refuse them with exit 64 (an
+/// invalid configuration exits at once).
+fn refused<S: AsRef<std::ffi::OsStr>>(args: impl IntoIterator<Item = S>) -> String {
+    let out = Command::new(BIN).args(args).output().expect("run");
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(64), "{err}");
+    err
+}
+
+/// [`refused`] for the config file at `path`.
+fn refused_file(path: &Path) -> String {
+    refused([std::ffi::OsStr::new("--config"), path.as_os_str()])
 }
 
 #[test]
@@ -188,9 +193,7 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
         &path,
         "[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n\n[[policies]]\nname = \"p\"\n[[policies.limits]]\nname = \"l\"\nrate = \"10/fortnight\"\nkey = \"ip\"\n",
     );
-    let out = run_to_exit(&path);
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_file(&path);
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(err.contains("policies[0].limits[0].rate"), "{err}");
 
@@ -199,25 +202,18 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
         &path,
         "[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n[limiter]\ntrusted_proxies = [\"10.0.0.0/33\"]\n",
     );
-    let out = run_to_exit(&path);
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_file(&path);
     assert!(err.contains(&path.display().to_string()), "{err}");
     assert!(
         err.contains("trusted_proxies") && err.contains("longer than the address"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args([
-            "--upstream",
-            "http://127.0.0.1:1",
-            "--trusted-proxy",
-            "10.0.0/8",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused([
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--trusted-proxy",
+        "10.0.0/8",
+    ]);
     assert!(
         err.contains("--trusted-proxy") && err.contains("\"10.0.0/8\" is not a network"),
         "{err}"
@@ -228,81 +224,54 @@ fn invalid_configuration_exits_64_naming_file_and_field() {
         &path,
         "workers = 0\n[upstreams.app]\nendpoints = [\"http://127.0.0.1:1\"]\n",
     );
-    let out = run_to_exit(&path);
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused_file(&path);
     assert!(
         err.contains(&path.display().to_string())
             && err.contains("workers")
             && err.contains("between 1 and 1024"),
         "{err}"
     );
-    let out = Command::new(BIN)
-        .args(["--upstream", "http://127.0.0.1:1", "--workers", "5000"])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused(["--upstream", "http://127.0.0.1:1", "--workers", "5000"]);
     assert!(
         err.contains("--workers") && err.contains("5000 is not between 1 and 1024"),
         "{err}"
     );
 
     write(&path, "listen = \"0.0.0.0:8000\"\nlisen = 1\n");
-    let out = run_to_exit(&path);
-    assert_eq!(out.status.code(), Some(64));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("unknown field"));
+    assert!(refused_file(&path).contains("unknown field"));
 
     // Two Redis topologies at once: exit 64 naming both flags.
-    let out = Command::new(BIN)
-        .args([
-            "--upstream",
-            "http://127.0.0.1:1",
-            "--redis-url",
-            "redis://127.0.0.1:1",
-            "--redis-cluster",
-            "redis://127.0.0.1:2,redis://127.0.0.1:3",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused([
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--redis-cluster",
+        "redis://127.0.0.1:2,redis://127.0.0.1:3",
+    ]);
     assert!(
         err.contains("--redis-url") && err.contains("--redis-cluster"),
         "{err}"
     );
     // Sentinels without a master name: exit 64 naming the field.
-    let out = Command::new(BIN)
-        .args([
-            "--upstream",
-            "http://127.0.0.1:1",
-            "--redis-sentinel",
-            "redis://127.0.0.1:2",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = refused([
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--redis-sentinel",
+        "redis://127.0.0.1:2",
+    ]);
     assert!(err.contains("redis.master"), "{err}");
 
-    let out = Command::new(BIN)
-        .args([
-            "--upstream",
-            "http://127.0.0.1:1",
-            "--limit",
-            "10/s",
-            "--failure-mode",
-            "sideways",
-        ])
-        .output()
-        .expect("run");
-    assert_eq!(out.status.code(), Some(64));
+    let err = refused([
+        "--upstream",
+        "http://127.0.0.1:1",
+        "--limit",
+        "10/s",
+        "--failure-mode",
+        "sideways",
+    ]);
     // The error names the flag the user typed.
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("--failure-mode"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(err.contains("--failure-mode"), "{err}");
 
     let out = Command::new(BIN)
         .env("TOLLGATE_UPSTREAM", "http://127.0.0.1:1")
@@ -517,7 +486,7 @@ async fn one_worker_limits_refuses_a_worker_reload_and_drains() {
 fn test_files_are_removed_with_their_directory() {
     let path = temp_file("gone.toml");
     write(&path, "lisen = 1\n");
-    assert_eq!(run_to_exit(&path).status.code(), Some(64));
+    refused_file(&path);
     let folder = path.dir.clone();
     assert!(folder.exists());
     drop(path);
